@@ -1,0 +1,34 @@
+"""Exceptions raised by pathcond.
+
+Every error a user can cause derives from :class:`PathcondError`, so command-line front ends
+can print its one-line message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PathcondError(Exception):
+    """Base class of every error pathcond raises on purpose."""
+
+
+class UnsupportedModelError(PathcondError):
+    """The model holds a module or operation that breaks the rescaling symmetry.
+
+    The message names the module's path in the model and the operation.
+    """
+
+
+class NonFiniteParameterError(PathcondError):
+    """A parameter (or a BatchNorm statistic) is NaN or infinite."""
+
+
+class DatasetNotFoundError(PathcondError):
+    """A dataset is not installed or not where the user pointed; the message says how to fix it."""
+
+
+class ConfigError(PathcondError):
+    """A configuration file or command-line option is invalid; the message names the key."""
+
+
+class CheckpointError(PathcondError):
+    """A checkpoint is missing, truncated or corrupted."""
