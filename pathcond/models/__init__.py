@@ -1,0 +1,57 @@
+"""The model zoo: the architectures of the paper's experiments (SPEC section 6)."""
+
+from pathcond.models.alexnet import AlexNet, alexnet
+from pathcond.models.autoencoder import MnistAutoencoder, autoencoder_widths
+from pathcond.models.cifar_nv import CifarNV
+from pathcond.models.counting import (
+    count_hidden_units,
+    count_parameters,
+    unit_layers_in_forward_order,
+)
+from pathcond.models.mlp import MLP, mlp_bn
+from pathcond.models.registry import (
+    MODELS,
+    ModelSpec,
+    available_models,
+    get_model,
+    model_input_shape,
+)
+from pathcond.models.resnet import (
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    resnet18,
+    resnet34,
+    resnet50,
+    tiny_resnet,
+)
+from pathcond.models.toy import OneNeuron
+from pathcond.models.vgg import VGG, vgg16
+
+__all__ = [
+    "MLP",
+    "MODELS",
+    "VGG",
+    "AlexNet",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarNV",
+    "MnistAutoencoder",
+    "ModelSpec",
+    "OneNeuron",
+    "ResNet",
+    "alexnet",
+    "autoencoder_widths",
+    "available_models",
+    "count_hidden_units",
+    "count_parameters",
+    "get_model",
+    "mlp_bn",
+    "model_input_shape",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "tiny_resnet",
+    "unit_layers_in_forward_order",
+    "vgg16",
+]

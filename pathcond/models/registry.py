@@ -1,0 +1,134 @@
+"""Registry of the model zoo: names -> constructors and per-sample input shapes (SPEC sec. 6)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from pathcond.errors import ConfigError
+from pathcond.models.alexnet import alexnet
+from pathcond.models.autoencoder import MNIST_PIXELS, MnistAutoencoder
+from pathcond.models.cifar_nv import CifarNV
+from pathcond.models.mlp import MLP, mlp_bn
+from pathcond.models.resnet import resnet18, resnet34, resnet50, tiny_resnet
+from pathcond.models.toy import OneNeuron
+from pathcond.models.vgg import vgg16
+
+#: Default widths of the "mlp" entry: the thesis's MNIST network 784-64x4-10.
+DEFAULT_MLP_WIDTHS: tuple[int, ...] = (784, 64, 64, 64, 64, 10)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registry entry: how to build the model and the shape of one input sample."""
+
+    builder: Callable[..., nn.Module]
+    input_shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
+    description: str
+
+
+def _mlp(
+    widths: Sequence[int] = DEFAULT_MLP_WIDTHS,
+    *,
+    bias: bool = True,
+    output_bias: bool | None = None,
+    batchnorm: bool = False,
+    activation: str = "relu",
+    negative_slope: float = 0.01,
+    flatten_input: bool = True,
+) -> MLP:
+    return MLP(
+        widths,
+        bias=bias,
+        output_bias=output_bias,
+        batchnorm=batchnorm,
+        activation=activation,
+        negative_slope=negative_slope,
+        flatten_input=flatten_input,
+    )
+
+
+def _mlp_bn(
+    depth: int = 3, *, width: int = 500, in_features: int = 3072, num_classes: int = 10
+) -> MLP:
+    return mlp_bn(depth, width=width, in_features=in_features, num_classes=num_classes)
+
+
+def _autoencoder(k: int = 1, *, bias: bool = True, in_features: int = MNIST_PIXELS) -> nn.Module:
+    return MnistAutoencoder(k, bias=bias, in_features=in_features)
+
+
+def _image(size: int) -> Callable[[Mapping[str, Any]], tuple[int, ...]]:
+    def shape(kwargs: Mapping[str, Any]) -> tuple[int, ...]:
+        return (int(kwargs.get("in_channels", 3)), size, size)
+
+    return shape
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mlp": ModelSpec(
+        _mlp,
+        lambda kw: (int(kw.get("widths", DEFAULT_MLP_WIDTHS)[0]),),
+        "fully connected ReLU network over `widths` (default 784-64x4-10)",
+    ),
+    "mlp_bn": ModelSpec(
+        _mlp_bn,
+        lambda kw: (int(kw.get("in_features", 3072)),),
+        "Fig 2 MLP_BN: 3072 -> [500]*depth -> 10, Linear(no bias)-BatchNorm1d-ReLU",
+    ),
+    "cifar_nv": ModelSpec(CifarNV, _image(32), "Fig 3 / Table 1 CIFAR-NV, fully convolutional"),
+    "resnet18": ModelSpec(resnet18, _image(224), "torchvision ResNet-18"),
+    "resnet34": ModelSpec(resnet34, _image(224), "torchvision ResNet-34"),
+    "resnet50": ModelSpec(resnet50, _image(224), "torchvision ResNet-50"),
+    "vgg16": ModelSpec(vgg16, _image(224), "torchvision VGG-16"),
+    "alexnet": ModelSpec(alexnet, _image(224), "torchvision AlexNet"),
+    "mnist_autoencoder": ModelSpec(
+        _autoencoder,
+        lambda kw: (int(kw.get("in_features", MNIST_PIXELS)),),
+        "Fig 5 autoencoder 784 -> 784/k -> 784/k^2 -> 784/k -> 784",
+    ),
+    "one_neuron": ModelSpec(OneNeuron, lambda kw: (1,), "Fig 1 toy x -> v*relu(w*x)"),
+    "tiny_resnet": ModelSpec(tiny_resnet, _image(32), "few-channel CIFAR-stem ResNet for tests"),
+}
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`get_model`, sorted."""
+    return sorted(MODELS)
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown model {name!r}; available: {', '.join(available_models())}"
+        ) from None
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``.
+
+    Raises :class:`pathcond.errors.ConfigError` for an unknown name or an argument the
+    constructor does not accept.
+    """
+    spec = _spec(name)
+    try:
+        inspect.signature(spec.builder).bind(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: bad arguments {sorted(kwargs)}: {exc}") from None
+    return spec.builder(**kwargs)
+
+
+def model_input_shape(name: str, **kwargs: Any) -> tuple[int, ...]:
+    """Shape of one input sample (no batch dimension) of ``get_model(name, **kwargs)``.
+
+    E.g. ``(3, 224, 224)`` for the ImageNet models, ``(3, 32, 32)`` for ``cifar_nv`` and
+    ``tiny_resnet``, ``(3072,)`` for ``mlp_bn``, ``(784,)`` for ``mnist_autoencoder``,
+    ``(1,)`` for ``one_neuron``.
+    """
+    return _spec(name).input_shape(kwargs)
