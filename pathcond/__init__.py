@@ -1,1 +1,26 @@
-"""pathcond."""
+"""pathcond: train ReLU networks with their rescaling symmetries in mind.
+
+Path-lifting quantities (path-norms, number of paths, path magnitudes), the PathCond
+rescaling and the methods it is compared with, on any network the tracer supports.
+"""
+
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetNotFoundError,
+    NonFiniteParameterError,
+    PathcondError,
+    UnsupportedModelError,
+)
+from .graph import RescalingGraph, SupportReport, check_support, rescaling_graph
+from .lifting import lifting_parameters, num_paths, path_magnitudes, path_norm
+from .rescale import apply_rescaling, parameter_log_scales
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError", "ConfigError", "DatasetNotFoundError", "NonFiniteParameterError",
+    "PathcondError", "RescalingGraph", "SupportReport", "UnsupportedModelError",
+    "apply_rescaling", "check_support", "lifting_parameters", "num_paths",
+    "parameter_log_scales", "path_magnitudes", "path_norm", "rescaling_graph",
+]

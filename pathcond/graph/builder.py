@@ -1,0 +1,607 @@
+"""Turn a traced ``nn.Module`` into its :class:`RescalingGraph`.
+
+Every tensor of the traced graph carries, per element, the *unit* it belongs to: the output
+unit or channel of the layer that produced it, or ``FIXED`` (input units). Shape operations
+(flatten, reshape, concatenation, pooling) move these labels like the data; an addition
+ties the units of both summands into one rescaling group (union-find); units reaching the
+network's output are tied to ``FIXED`` and never rescaled.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import UnsupportedModelError
+from .ops import Layer, Op, OpKind
+from .rescaling_graph import RescalingGraph
+from .tracing import trace
+
+FIXED = 0
+
+_NOT_HOMOGENEOUS_MODULES: tuple[type[nn.Module], ...] = (
+    nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Softplus, nn.ELU,
+    nn.SELU, nn.CELU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.ReLU6,
+    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.MultiheadAttention,
+    nn.Tanhshrink, nn.Softsign, nn.LocalResponseNorm, nn.Embedding,
+)
+_NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
+    F.gelu: "gelu", F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+    torch.tanh: "tanh", F.tanh: "tanh", F.softmax: "softmax", torch.softmax: "softmax",
+    F.log_softmax: "log_softmax", F.layer_norm: "layer_norm", F.elu: "elu",
+    F.softplus: "softplus", F.relu6: "relu6", F.hardtanh: "hardtanh",
+    F.scaled_dot_product_attention: "attention", torch.matmul: "matmul", torch.bmm: "bmm",
+    torch.exp: "exp", torch.log: "log", torch.abs: "abs",
+}
+_IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                     nn.AlphaDropout)
+_SUPPORTED_MODULES = (
+    *_IDENTITY_MODULES, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
+    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten,
+)
+_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.dropout, F.dropout1d, F.dropout2d,
+                         torch.dropout}
+_ACTIVATION_METHODS = {"relu", "relu_", "contiguous", "clone", "detach"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
+_STATIC_METHODS = {"size", "dim", "numel"}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
+_ADD_METHODS = {"add", "add_", "sub", "sub_"}
+_MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+_DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
+
+_POOL_ARGS = {
+    "max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+            "divisor_override"),
+    "adaptive": ("input", "output_size"),
+}
+_POOL_FUNCTIONS: dict[Any, tuple[str, int]] = {
+    F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2),
+    F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2),
+    F.adaptive_avg_pool1d: ("adaptive", 1), F.adaptive_avg_pool2d: ("adaptive", 2),
+}
+
+
+class _UnionFind:
+    """Union-find over unit ids; the smallest id is the root, so ``FIXED`` (0) stays a root."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = [FIXED]
+
+    def new(self, count: int) -> torch.Tensor:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + count))
+        return torch.arange(start, start + count, dtype=torch.int64)
+
+    def find(self, u: int) -> int:
+        root = u
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[u] != root:
+            self.parent[u], u = root, self.parent[u]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class _LayerDraft:
+    name: str
+    kind: str
+    module: nn.Module
+    row_units: torch.Tensor
+    col_units: torch.Tensor
+    op_index: int
+    batchnorm: str | None = None
+    conv_dims: int = 0
+    conv_args: dict[str, Any] = field(default_factory=dict)
+
+
+class _Builder:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, input_shape: tuple[int, ...]):
+        self.model = model
+        self.gm = gm
+        self.input_shape = input_shape
+        self.modules = dict(model.named_modules())
+        self.ops: list[Op] = []
+        self.labels: list[torch.Tensor] = []
+        self.node_op: dict[fx.Node, int] = {}
+        self.uf = _UnionFind()
+        self.layers: list[_LayerDraft] = []
+        self.layer_of_op: dict[int, int] = {}
+        self.problems: list[str] = []
+        self.bad: set[fx.Node] = set()
+        self.module_calls: dict[str, int] = {}
+        self.output_ops: list[int] = []
+
+    # ----------------------------------------------------------------- helpers
+    def problem(self, node: fx.Node, message: str) -> None:
+        self.problems.append(message)
+        self.bad.add(node)
+
+    @staticmethod
+    def shape_of(node: fx.Node) -> tuple[int, ...] | None:
+        meta = node.meta.get("tensor_meta")
+        shape = getattr(meta, "shape", None)
+        return None if shape is None else tuple(int(s) for s in shape)
+
+    def tensor_args(self, node: fx.Node) -> list[fx.Node]:
+        out: list[fx.Node] = []
+        for a in _flatten_args((node.args, node.kwargs)):
+            if isinstance(a, fx.Node) and self.shape_of(a) is not None:
+                out.append(a)
+        return out
+
+    def add_op(self, node: fx.Node, kind: OpKind, inputs: Sequence[fx.Node], labels: torch.Tensor,
+               **attrs: Any) -> int:
+        shape = self.shape_of(node)
+        assert shape is not None
+        index = len(self.ops)
+        self.ops.append(Op(kind, tuple(self.node_op[i] for i in inputs), shape[1:],
+                           _describe(node), dict(attrs)))
+        self.labels.append(labels)
+        self.node_op[node] = index
+        return index
+
+    def channel_labels(self, node: fx.Node, labels: torch.Tensor, what: str) -> torch.Tensor | None:
+        """Per-channel labels of a ``(C, *spatial)`` tensor; spatial ops need them constant."""
+        if labels.dim() == 0:
+            self.problem(node, f"{_describe(node)}: {what} needs a channel dimension")
+            return None
+        flat = labels.reshape(labels.shape[0], -1)
+        if bool((flat != flat[:, :1]).any()):
+            self.problem(node, f"{_describe(node)}: {what} mixes units of different channels "
+                               "along a spatial axis (a reshape moved channels); not supported")
+            return None
+        return flat[:, 0].clone()
+
+    # ---------------------------------------------------------------- dispatch
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if any(a in self.bad for a in _flatten_args((node.args, node.kwargs))
+                   if isinstance(a, fx.Node)):
+                self.bad.add(node)
+                self.report_intrinsic_problem(node)
+                continue
+            if node.op == "placeholder":
+                shape = self.shape_of(node)
+                assert shape is not None
+                self.add_op(node, "input", [], torch.full(shape[1:], FIXED, dtype=torch.int64))
+            elif node.op == "get_attr":
+                self.problem(node, f"{_describe(node)}: parameter or buffer '{node.target}' is "
+                                   "used directly in forward; use it through nn.Linear, nn.Conv "
+                                   "or nn.BatchNorm modules")
+            elif node.op == "output":
+                for a in self.tensor_args(node):
+                    self.output_ops.append(self.node_op[a])
+                    for u in torch.unique(self.labels[self.node_op[a]]).tolist():
+                        self.uf.union(FIXED, int(u))
+            elif self.shape_of(node) is None:
+                continue  # sizes, shapes and other static values
+            elif self.shape_of(node)[0] != 2:  # type: ignore[index]
+                self.problem(node, f"{_describe(node)}: mixes samples of the batch "
+                                   "(the batch dimension must stay first and unchanged)")
+            elif node.op == "call_module":
+                self.visit_module(node)
+            elif node.op == "call_function":
+                self.visit_function(node)
+            elif node.op == "call_method":
+                self.visit_method(node)
+
+    def report_intrinsic_problem(self, node: fx.Node) -> None:
+        """For a node downstream of a problem: report what is wrong with the node itself."""
+        message = None
+        if node.op == "call_module":
+            module = self.modules[str(node.target)]
+            self.module_calls[str(node.target)] = self.module_calls.get(str(node.target), 0) + 1
+            if isinstance(module, _NOT_HOMOGENEOUS_MODULES):
+                message = (f"module '{node.target}' ({type(module).__name__}) is not positively "
+                           "homogeneous: it breaks the rescaling symmetry")
+            elif not isinstance(module, _SUPPORTED_MODULES):
+                message = (f"module '{node.target}' ({type(module).__name__}) is not supported "
+                           "by pathcond's rescaling graph")
+        elif node.op == "call_function" and node.target in _NOT_HOMOGENEOUS_FUNCTIONS:
+            message = (f"{_describe(node)}: {_NOT_HOMOGENEOUS_FUNCTIONS[node.target]} is not "
+                       "positively homogeneous: it breaks the rescaling symmetry")
+        if message is not None:
+            self.problems.append(message)
+
+    def single_input(self, node: fx.Node) -> fx.Node:
+        args = self.tensor_args(node)
+        if len(args) != 1:
+            raise _Skip(f"{_describe(node)}: expected one tensor input, got {len(args)}")
+        return args[0]
+
+    def visit_module(self, node: fx.Node) -> None:
+        name = str(node.target)
+        module = self.modules[name]
+        if any(True for _ in module.parameters(recurse=False)):
+            self.module_calls[name] = self.module_calls.get(name, 0) + 1
+            if self.module_calls[name] > 1:
+                self.problem(node, f"module '{name}' ({type(module).__name__}) is called more "
+                                   "than once: shared parameters are not supported")
+                return
+        try:
+            if isinstance(module, nn.Linear):
+                self.visit_linear(node, name, module)
+            elif isinstance(module, nn.Conv1d | nn.Conv2d):
+                self.visit_conv(node, name, module)
+            elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+                self.visit_batchnorm(node, name, module)
+            elif isinstance(module, _IDENTITY_MODULES):
+                src = self.single_input(node)
+                self.add_op(node, "activation", [src], self.labels[self.node_op[src]])
+            elif isinstance(module, nn.MaxPool1d | nn.MaxPool2d):
+                if module.return_indices:
+                    raise _Skip(f"module '{name}' (MaxPool): return_indices is not supported")
+                dims = 1 if isinstance(module, nn.MaxPool1d) else 2
+                self.visit_pool(node, "maxpool", dims, kernel_size=module.kernel_size,
+                                stride=module.stride, padding=module.padding,
+                                dilation=module.dilation, ceil_mode=module.ceil_mode)
+            elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d):
+                dims = 1 if isinstance(module, nn.AvgPool1d) else 2
+                self.visit_pool(node, "avgpool", dims, kernel_size=module.kernel_size,
+                                stride=module.stride, padding=module.padding,
+                                ceil_mode=module.ceil_mode,
+                                count_include_pad=module.count_include_pad,
+                                divisor_override=getattr(module, "divisor_override", None))
+            elif isinstance(module, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
+                dims = 1 if isinstance(module, nn.AdaptiveAvgPool1d) else 2
+                self.visit_pool(node, "adaptive_avgpool", dims)
+            elif isinstance(module, nn.Flatten | nn.Unflatten):
+                self.visit_reshape(node)
+            elif isinstance(module, _NOT_HOMOGENEOUS_MODULES):
+                raise _Skip(f"module '{name}' ({type(module).__name__}) is not positively "
+                            "homogeneous: it breaks the rescaling symmetry")
+            else:
+                raise _Skip(f"module '{name}' ({type(module).__name__}) is not supported by "
+                            "pathcond's rescaling graph")
+        except _Skip as skip:
+            self.problem(node, str(skip))
+
+    def visit_function(self, node: fx.Node) -> None:
+        target = node.target
+        try:
+            if target in _NOT_HOMOGENEOUS_FUNCTIONS:
+                raise _Skip(f"{_describe(node)}: {_NOT_HOMOGENEOUS_FUNCTIONS[target]} is not "
+                            "positively homogeneous: it breaks the rescaling symmetry")
+            if target in _ACTIVATION_FUNCTIONS:
+                src = self.single_input(node)
+                self.add_op(node, "activation", [src], self.labels[self.node_op[src]])
+            elif target in _ADD_FUNCTIONS:
+                self.visit_add(node)
+            elif target in _MUL_FUNCTIONS or target in _DIV_FUNCTIONS:
+                self.visit_scale(node, divide=target in _DIV_FUNCTIONS)
+            elif target is operator.neg or target is torch.neg:
+                src = self.single_input(node)
+                self.add_op(node, "scale", [src], self.labels[self.node_op[src]], factor=-1.0)
+            elif target in (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze):
+                self.visit_reshape(node)
+            elif target in (torch.cat, torch.concat):
+                self.visit_cat(node)
+            elif target is torch.mean:
+                self.visit_mean(node)
+            elif target in _POOL_FUNCTIONS:
+                family, dims = _POOL_FUNCTIONS[target]
+                bound = _bind(node, _POOL_ARGS[family])
+                if family == "max":
+                    if bound.get("return_indices"):
+                        raise _Skip(f"{_describe(node)}: return_indices is not supported")
+                    ks = bound["kernel_size"]
+                    self.visit_pool(node, "maxpool", dims, kernel_size=ks,
+                                    stride=bound.get("stride") or ks,
+                                    padding=bound.get("padding", 0),
+                                    dilation=bound.get("dilation", 1),
+                                    ceil_mode=bool(bound.get("ceil_mode", False)))
+                elif family == "avg":
+                    ks = bound["kernel_size"]
+                    self.visit_pool(node, "avgpool", dims, kernel_size=ks,
+                                    stride=bound.get("stride") or ks,
+                                    padding=bound.get("padding", 0),
+                                    ceil_mode=bool(bound.get("ceil_mode", False)),
+                                    count_include_pad=bool(bound.get("count_include_pad", True)),
+                                    divisor_override=bound.get("divisor_override"))
+                else:
+                    self.visit_pool(node, "adaptive_avgpool", dims)
+            elif target in (F.linear, F.conv1d, F.conv2d, F.batch_norm):
+                raise _Skip(f"{_describe(node)}: functional layers are not supported; "
+                            "use nn.Linear / nn.Conv / nn.BatchNorm modules")
+            elif target is operator.getitem:
+                raise _Skip(f"{_describe(node)}: indexing or slicing a tensor is not supported")
+            else:
+                raise _Skip(f"{_describe(node)}: operation {_callable_name(target)} is not "
+                            "supported by pathcond's rescaling graph")
+        except _Skip as skip:
+            self.problem(node, str(skip))
+
+    def visit_method(self, node: fx.Node) -> None:
+        method = str(node.target)
+        try:
+            if method in _ACTIVATION_METHODS:
+                src = self.single_input(node)
+                self.add_op(node, "activation", [src], self.labels[self.node_op[src]])
+            elif method in _RESHAPE_METHODS:
+                self.visit_reshape(node)
+            elif method in _ADD_METHODS:
+                self.visit_add(node)
+            elif method in ("mul", "mul_", "div", "div_"):
+                self.visit_scale(node, divide=method.startswith("div"))
+            elif method == "mean":
+                self.visit_mean(node)
+            elif method in ("sigmoid", "tanh", "softmax", "exp", "log", "abs", "matmul"):
+                raise _Skip(f"{_describe(node)}: {method} is not positively homogeneous: it "
+                            "breaks the rescaling symmetry")
+            else:
+                raise _Skip(f"{_describe(node)}: tensor method .{method}() is not supported by "
+                            "pathcond's rescaling graph")
+        except _Skip as skip:
+            self.problem(node, str(skip))
+
+    # ------------------------------------------------------------------ visits
+    def visit_linear(self, node: fx.Node, name: str, module: nn.Linear) -> None:
+        src = self.single_input(node)
+        labels = self.labels[self.node_op[src]]
+        if labels.dim() != 1:
+            raise _Skip(f"module '{name}' (Linear) gets inputs of per-sample shape "
+                        f"{tuple(labels.shape)}; only (batch, features) inputs are supported "
+                        "(flatten first)")
+        rows = self.uf.new(module.out_features)
+        op = self.add_op(node, "layer", [src], rows.clone())
+        self.new_layer(name, "linear", module, rows, labels.clone().unsqueeze(0), op)
+
+    def visit_conv(self, node: fx.Node, name: str, module: nn.Conv1d | nn.Conv2d) -> None:
+        if module.padding_mode != "zeros":
+            raise _Skip(f"module '{name}' ({type(module).__name__}): padding_mode="
+                        f"'{module.padding_mode}' is not supported (use 'zeros')")
+        src = self.single_input(node)
+        channels = self.channel_labels(node, self.labels[self.node_op[src]], "a convolution")
+        if channels is None:
+            return
+        out_c, in_per_group = module.weight.shape[0], module.weight.shape[1]
+        if module.groups == 1:
+            cols = channels.unsqueeze(0)
+        else:
+            per_out = out_c // module.groups
+            k = torch.arange(out_c).unsqueeze(1)
+            j = torch.arange(in_per_group).unsqueeze(0)
+            cols = channels[(k // per_out) * in_per_group + j]
+        rows = self.uf.new(out_c)
+        shape = self.shape_of(node)
+        assert shape is not None
+        out_labels = rows.reshape(-1, *([1] * (len(shape) - 2))).expand(shape[1:]).clone()
+        op = self.add_op(node, "layer", [src], out_labels)
+        dims = 1 if isinstance(module, nn.Conv1d) else 2
+        args = {"stride": module.stride, "padding": module.padding,
+                "dilation": module.dilation, "groups": module.groups}
+        self.new_layer(name, "conv", module, rows, cols, op, conv_dims=dims, conv_args=args)
+
+    def new_layer(self, name: str, kind: str, module: nn.Module, rows: torch.Tensor,
+                  cols: torch.Tensor, op: int, **kw: Any) -> None:
+        self.layer_of_op[op] = len(self.layers)
+        self.layers.append(_LayerDraft(name, kind, module, rows, cols, op, **kw))
+
+    def visit_batchnorm(self, node: fx.Node, name: str,
+                        module: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+        src = self.single_input(node)
+        src_op = self.node_op[src]
+        layer_index = self.layer_of_op.get(src_op)
+        if layer_index is None or len(src.users) != 1:
+            raise _Skip(f"module '{name}' ({type(module).__name__}) does not directly follow a "
+                        "Linear/Conv layer used only by it; a BatchNorm elsewhere is not "
+                        "rescaling-symmetric (its eps term), so it is not supported")
+        if not module.track_running_stats:
+            raise _Skip(f"module '{name}' ({type(module).__name__}) has "
+                        "track_running_stats=False: its eval-mode affine form is undefined")
+        draft = self.layers[layer_index]
+        if draft.batchnorm is not None:
+            raise _Skip(f"module '{name}' follows another BatchNorm")
+        draft.batchnorm = name
+        if not module.affine:  # nothing to carry the unit's scale: never rescale it
+            for u in draft.row_units.tolist():
+                self.uf.union(FIXED, u)
+        self.node_op[node] = src_op
+
+    def visit_pool(self, node: fx.Node, kind: OpKind, dims: int, **attrs: Any) -> None:
+        src = self.single_input(node)
+        channels = self.channel_labels(node, self.labels[self.node_op[src]], "a pooling")
+        if channels is None:
+            return
+        shape = self.shape_of(node)
+        assert shape is not None
+        if len(shape) - 2 != dims:
+            raise _Skip(f"{_describe(node)}: expected {dims} spatial dimension(s)")
+        out_labels = channels.reshape(-1, *([1] * dims)).expand(shape[1:]).clone()
+        if kind != "adaptive_avgpool":
+            attrs = {k: (_tuple(v, dims) if k in ("kernel_size", "stride", "padding", "dilation")
+                         else v) for k, v in attrs.items()}
+        self.add_op(node, kind, [src], out_labels, dims=dims, **attrs)
+
+    def visit_reshape(self, node: fx.Node) -> None:
+        src = self.single_input(node)
+        shape = self.shape_of(node)
+        assert shape is not None
+        self.add_op(node, "reshape", [src], self.labels[self.node_op[src]].reshape(shape[1:]))
+
+    def visit_cat(self, node: fx.Node) -> None:
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(tensors, list | tuple) or not all(
+                isinstance(t, fx.Node) for t in tensors):
+            raise _Skip(f"{_describe(node)}: concatenation of non-tensor values")
+        shape = self.shape_of(node)
+        assert shape is not None and isinstance(dim, int)
+        dim = dim % len(shape)
+        if dim == 0:
+            raise _Skip(f"{_describe(node)}: concatenation along the batch dimension")
+        labels = torch.cat([self.labels[self.node_op[t]] for t in tensors], dim=dim - 1)
+        self.add_op(node, "cat", list(tensors), labels, dim=dim - 1)  # type: ignore[arg-type]
+
+    def visit_add(self, node: fx.Node) -> None:
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        if len(node.args) != 2 or len(args) != 2 or any(self.shape_of(a) is None for a in args):
+            raise _Skip(f"{_describe(node)}: adding a constant is not positively homogeneous; "
+                        "only the sum of two tensors (a residual connection) is supported")
+        if node.kwargs.get("alpha", 1) != 1:
+            raise _Skip(f"{_describe(node)}: add with alpha != 1 is not supported")
+        la, lb = (self.labels[self.node_op[a]] for a in args)
+        if la.shape != lb.shape:
+            raise _Skip(f"{_describe(node)}: residual addition of shapes {tuple(la.shape)} and "
+                        f"{tuple(lb.shape)}; broadcasting is not supported")
+        base = len(self.uf.parent)
+        for key in torch.unique(la.reshape(-1) * base + lb.reshape(-1)).tolist():
+            self.uf.union(key // base, key % base)
+        self.add_op(node, "add", args, la.clone())
+
+    def visit_scale(self, node: fx.Node, *, divide: bool) -> None:
+        tensors = [a for a in node.args if isinstance(a, fx.Node)]
+        numbers = [a for a in node.args if isinstance(a, int | float)]
+        if len(tensors) != 1 or len(numbers) != 1 or (divide and node.args[0] is not tensors[0]):
+            raise _Skip(f"{_describe(node)}: only multiplying or dividing a tensor by a constant "
+                        "number is positively homogeneous")
+        factor = float(numbers[0])
+        factor = 1.0 / factor if divide else factor
+        self.add_op(node, "scale", tensors, self.labels[self.node_op[tensors[0]]], factor=factor)
+
+    def visit_mean(self, node: fx.Node) -> None:
+        src = self.single_input(node)
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        keepdim = bool(node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
+        labels = self.labels[self.node_op[src]]
+        full = labels.dim() + 1
+        if dim is None:
+            raise _Skip(f"{_describe(node)}: mean over the batch dimension")
+        dims = sorted({d % full for d in (dim if isinstance(dim, list | tuple) else [dim])})
+        if 0 in dims:
+            raise _Skip(f"{_describe(node)}: mean over the batch dimension")
+        sample_dims = [d - 1 for d in dims]
+        reduced = labels.amax(dim=sample_dims, keepdim=True)
+        if bool((labels != reduced).any()):
+            raise _Skip(f"{_describe(node)}: mean across different units (only averaging over "
+                        "positions of the same channel is supported)")
+        out = reduced if keepdim else reduced.reshape(self.shape_of(node)[1:])  # type: ignore[index]
+        self.add_op(node, "mean", [src], out, dims=tuple(sample_dims), keepdim=keepdim)
+
+    # -------------------------------------------------------------- finishing
+    def finish(self) -> RescalingGraph:
+        group_of: dict[int, int] = {}
+        members: list[list[tuple[int, int]]] = []
+        fixed_root = self.uf.find(FIXED)
+        layers: list[Layer] = []
+        for li, d in enumerate(self.layers):
+            rows = []
+            for k, u in enumerate(d.row_units.tolist()):
+                root = self.uf.find(u)
+                if root == fixed_root:
+                    rows.append(-1)
+                    continue
+                if root not in group_of:
+                    group_of[root] = len(members)
+                    members.append([])
+                members[group_of[root]].append((li, k))
+                rows.append(group_of[root])
+            layers.append(self._layer(d, torch.tensor(rows, dtype=torch.int64)))
+        # columns refer to units of earlier layers, all resolved above
+        final = []
+        for d, layer in zip(self.layers, layers, strict=True):
+            cols = d.col_units.clone().apply_(
+                lambda u: group_of.get(self.uf.find(u), -1))
+            final.append(Layer(**{**layer.__dict__, "col_groups": cols}))
+        return RescalingGraph(
+            ops=tuple(self.ops), layers=tuple(final), layer_of_op=dict(self.layer_of_op),
+            output_ops=tuple(self.output_ops), input_shape=self.input_shape,
+            num_groups=len(members), group_members=tuple(tuple(m) for m in members))
+
+    def _layer(self, d: _LayerDraft, rows: torch.Tensor) -> Layer:
+        weight = d.module.weight
+        assert isinstance(weight, torch.Tensor)
+        bias = getattr(d.module, "bias", None)
+        return Layer(name=d.name, kind=d.kind,  # type: ignore[arg-type]
+                     weight_name=f"{d.name}.weight",
+                     bias_name=f"{d.name}.bias" if bias is not None else None,
+                     batchnorm=d.batchnorm, weight_shape=tuple(weight.shape),
+                     row_groups=rows, col_groups=d.col_units, conv_dims=d.conv_dims,
+                     conv_args=dict(d.conv_args))
+
+
+class _Skip(Exception):
+    """A problem with one node; recorded, and tracing goes on to find the others."""
+
+
+def _flatten_args(value: Any) -> Iterator[Any]:
+    if isinstance(value, list | tuple):
+        for v in value:
+            yield from _flatten_args(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten_args(v)
+    else:
+        yield value
+
+
+def _callable_name(target: Any) -> str:
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", repr(target))
+    return f"{module}.{name}" if module else name
+
+
+def _describe(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"module '{node.target}'"
+    if node.op == "call_method":
+        return f"operation '.{node.target}()' (node '{node.name}')"
+    if node.op == "call_function":
+        return f"operation '{_callable_name(node.target)}' (node '{node.name}')"
+    return f"node '{node.name}'"
+
+
+def _tuple(value: Any, dims: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * dims
+    return tuple(int(v) for v in value)
+
+
+def _bind(node: fx.Node, names: Sequence[str]) -> dict[str, Any]:
+    bound = dict(zip(names, node.args, strict=False))
+    bound.update(node.kwargs)
+    return bound
+
+
+def _build(model: nn.Module, input_shape: Sequence[int]) -> tuple[_Builder | None, list[str]]:
+    shape = tuple(int(s) for s in input_shape)
+    try:
+        gm = trace(model, shape)
+    except UnsupportedModelError as exc:
+        return None, [str(exc)]
+    builder = _Builder(model, gm, shape)
+    builder.run()
+    for name, module in model.named_modules():
+        has_params = any(True for _ in module.parameters(recurse=False))
+        if has_params and name not in builder.module_calls:
+            builder.problems.append(f"module '{name}' ({type(module).__name__}) has parameters "
+                                    "but is never called by forward")
+    return builder, builder.problems
+
+
+def rescaling_graph(model: nn.Module, input_shape: Sequence[int]) -> RescalingGraph:
+    """Trace ``model`` into its rescaling graph (SPEC sections 1-2).
+
+    ``input_shape`` is one sample's shape, without the batch dimension. Raises
+    :class:`~pathcond.UnsupportedModelError` naming the module and operation at fault.
+    """
+    builder, problems = _build(model, input_shape)
+    if problems or builder is None:
+        more = f" (and {len(problems) - 1} more problem(s); see pathcond.check_support)" \
+            if len(problems) > 1 else ""
+        raise UnsupportedModelError(problems[0] + more)
+    return builder.finish()
+

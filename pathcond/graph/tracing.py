@@ -1,0 +1,57 @@
+"""Trace an ``nn.Module`` with torch.fx and record per-sample tensor shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import UnsupportedModelError
+
+
+class _LeafTracer(fx.Tracer):
+    """Keeps every module without children as a single call, whatever its package."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return len(list(m.children())) == 0
+
+
+def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+    """Symbolically trace ``model`` and annotate every node with its tensor shape.
+
+    Shapes are propagated with a batch of two zero samples (so that batch mixing shows) in
+    eval mode under ``no_grad``; the model's training flags are restored afterwards, so running statistics never change.
+    """
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as exc:  # fx raises many types; all mean "cannot follow this model"
+        raise UnsupportedModelError(
+            f"torch.fx could not trace {type(model).__name__}: {exc}. "
+            "Data-dependent control flow is not supported."
+        ) from exc
+    gm = fx.GraphModule(model, graph)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedModelError(
+            f"{type(model).__name__}.forward takes {len(placeholders)} tensor inputs; "
+            "pathcond supports models with exactly one input tensor"
+        )
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not run on one input of shape {tuple(input_shape)}: "
+            f"{exc}"
+        ) from exc
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+    return gm

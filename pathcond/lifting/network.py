@@ -1,0 +1,182 @@
+"""The magnitude network (SPEC section 3).
+
+Same DAG as the model, every parameter replaced by ``|theta|^q``, ReLU by the identity,
+max-pool by sum-pool over the same window, pooling coefficients raised to the power ``q``,
+input all ones. The sum of its outputs is ``N = sum_p |Phi_p|^q``: the squared L2 path-norm
+for ``q = 2`` (whose gradient in ``s = theta^2`` is the path magnitude diagonal), the L1
+path-norm for ``q = 1``, the number of paths for ``q = 0``.
+
+Activations are renormalised after every operation and the scale kept as a log, so ``log N``
+is exact even where ``N`` itself overflows float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..graph import Op, RescalingGraph
+
+
+class _Scaled:
+    """A tensor ``value * 2**exponent``; the integer ``exponent`` is a constant (no gradient).
+    Scaling by powers of two is exact, so path counts stay exact integers."""
+
+    __slots__ = ("value", "exponent")
+
+    def __init__(self, value: torch.Tensor, exponent: torch.Tensor):
+        self.value = value
+        self.exponent = exponent
+
+    def normalised(self) -> _Scaled:
+        _, shift = torch.frexp(self.value.detach().abs().amax())
+        return _Scaled(torch.ldexp(self.value, -shift), self.exponent + shift)
+
+
+def _aligned(parts: Sequence[_Scaled]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    top = torch.stack([p.exponent for p in parts]).amax()
+    return [torch.ldexp(p.value, p.exponent - top) for p in parts], top
+
+
+def _window_coefficients(op: Op, like: torch.Tensor) -> torch.Tensor:
+    """Per output position, the average-pool edge weight ``1 / divisor``."""
+    ones = torch.ones_like(like[:1, :1])
+    return _avg_pool(op, ones) / _sum_pool(op, ones)
+
+
+def _as_2d(op: Op, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, ...]]]:
+    keys = ("kernel_size", "stride", "padding", "dilation")
+    args = {k: tuple(op.attrs[k]) for k in keys if k in op.attrs}
+    if op.attrs["dims"] == 1:
+        return x.unsqueeze(-2), {k: (1, *v) if k != "padding" else (0, *v)
+                                 for k, v in args.items()}
+    return x, args
+
+
+def _sum_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
+    """Sum over the pooling windows of ``op`` (zero padding contributes nothing)."""
+    y, a = _as_2d(op, x)
+    if a.get("dilation", (1, 1)) != (1, 1):
+        channels = y.shape[1]
+        kernel = torch.ones((channels, 1, *a["kernel_size"]), dtype=y.dtype, device=y.device)
+        out = F.conv2d(y, kernel, stride=a["stride"], padding=a["padding"],
+                       dilation=a["dilation"], groups=channels)
+    else:
+        out = F.avg_pool2d(y, a["kernel_size"], a["stride"], a["padding"],
+                           ceil_mode=bool(op.attrs.get("ceil_mode", False)),
+                           count_include_pad=True, divisor_override=1)
+    return out.squeeze(-2) if op.attrs["dims"] == 1 else out
+
+
+def _avg_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
+    y, a = _as_2d(op, x)
+    out = F.avg_pool2d(y, a["kernel_size"], a["stride"], a["padding"],
+                       ceil_mode=bool(op.attrs.get("ceil_mode", False)),
+                       count_include_pad=bool(op.attrs.get("count_include_pad", True)),
+                       divisor_override=op.attrs.get("divisor_override"))
+    return out.squeeze(-2) if op.attrs["dims"] == 1 else out
+
+
+def _adaptive_window_sizes(in_shape: Sequence[int], out_shape: Sequence[int],
+                           like: torch.Tensor) -> torch.Tensor:
+    sizes = like.new_ones(())
+    for axis, (n_in, n_out) in enumerate(zip(in_shape, out_shape, strict=True)):
+        i = torch.arange(n_out)
+        start = torch.div(i * n_in, n_out, rounding_mode="floor")
+        end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+        shape = [1] * len(out_shape)
+        shape[axis] = n_out
+        sizes = sizes * (end - start).to(like).reshape(shape)
+    return sizes
+
+
+def _layer(layer_kind: str, op: Op, conv_dims: int, conv_args: dict[str, Any], x: torch.Tensor,
+           weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    if layer_kind == "linear":
+        return F.linear(x, weight, bias)
+    conv = F.conv1d if conv_dims == 1 else F.conv2d
+    return conv(x, weight, bias, **conv_args)
+
+
+def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
+             biases: Sequence[torch.Tensor | None], power: float) -> list[_Scaled]:
+    dtype, device = weights[0].dtype, weights[0].device
+    zero = torch.zeros((), dtype=torch.int32, device=device)
+    values: list[_Scaled] = []
+    for index, op in enumerate(graph.ops):
+        ins = [values[i] for i in op.inputs]
+        if op.kind == "input":
+            out = _Scaled(torch.ones((1, *op.shape), dtype=dtype, device=device), zero)
+        elif op.kind == "layer":
+            li = graph.layer_of_op[index]
+            layer = graph.layers[li]
+            src = ins[0]
+            y = _layer(layer.kind, op, layer.conv_dims, layer.conv_args, src.value, weights[li],
+                       None)
+            bias = biases[li]
+            if bias is not None:
+                # the bias enters unscaled: bring the input's scale back out of the product
+                shape = (1, -1, *([1] * (y.dim() - 2)))
+                y = y + torch.ldexp(bias.reshape(shape), -src.exponent)
+            out = _Scaled(y, src.exponent).normalised()
+        elif op.kind in ("activation", "reshape"):
+            out = _Scaled(ins[0].value.reshape((1, *op.shape)), ins[0].exponent)
+        elif op.kind == "maxpool":
+            out = _Scaled(_sum_pool(op, ins[0].value), ins[0].exponent).normalised()
+        elif op.kind == "avgpool":
+            x = ins[0].value
+            coef = _window_coefficients(op, x) ** power
+            out = _Scaled(_sum_pool(op, x) * coef, ins[0].exponent).normalised()
+        elif op.kind == "adaptive_avgpool":
+            x = ins[0].value
+            spatial_in = x.shape[2:]
+            sizes = _adaptive_window_sizes(spatial_in, op.shape[1:], x)
+            pool = F.adaptive_avg_pool1d if op.attrs["dims"] == 1 else F.adaptive_avg_pool2d
+            y = pool(x, op.shape[1:])  # type: ignore[operator]
+            out = _Scaled(y * sizes ** (1.0 - power), ins[0].exponent).normalised()
+        elif op.kind == "mean":
+            dims = [d + 1 for d in op.attrs["dims"]]
+            x = ins[0].value
+            count = math.prod(x.shape[d] for d in dims)
+            y = x.mean(dim=dims, keepdim=op.attrs["keepdim"]) * count ** (1.0 - power)
+            out = _Scaled(y, ins[0].exponent).normalised()
+        elif op.kind == "scale":
+            factor = abs(op.attrs["factor"]) ** power
+            out = _Scaled(ins[0].value * factor, ins[0].exponent)
+        elif op.kind == "add":
+            parts, top = _aligned(ins)
+            out = _Scaled(parts[0] + parts[1], top).normalised()
+        elif op.kind == "cat":
+            parts, top = _aligned(ins)
+            out = _Scaled(torch.cat(parts, dim=op.attrs["dim"] + 1), top).normalised()
+        else:  # pragma: no cover - the builder only emits the kinds above
+            raise AssertionError(op.kind)
+        values.append(out)
+    return [values[i] for i in graph.output_ops]
+
+
+def log_total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
+              biases: Sequence[torch.Tensor | None], *, power: float) -> torch.Tensor:
+    """``log N``: log of the summed outputs of the magnitude network whose layer parameters
+    are ``weights``/``biases`` (already raised to ``power``) and whose pooling and constant
+    coefficients are raised to ``power``. Differentiable in ``weights`` and ``biases``."""
+    outs = _outputs(graph, weights, biases, power)
+    terms = torch.stack([o.exponent * math.log(2.0) + torch.log(o.value.sum()) for o in outs])
+    return torch.logsumexp(terms, dim=0)
+
+
+def total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
+          biases: Sequence[torch.Tensor | None], *, power: float) -> float:
+    """``N`` itself, rounded once (exact for integer path counts below 2**53); ``inf`` if it
+    exceeds float64."""
+    value = 0.0
+    try:
+        for o in _outputs(graph, weights, biases, power):
+            value += math.ldexp(float(o.value.sum()), int(o.exponent))
+    except OverflowError:
+        return math.inf
+    return value

@@ -1,0 +1,128 @@
+"""Path-lifting quantities of a model: path-norms, number of paths, path magnitudes
+(SPEC section 3; paper Appendix I)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..graph import RescalingGraph, rescaling_graph
+from .network import log_total, total
+from .parameters import LiftingParameters, lifting_parameters
+
+
+@dataclass(frozen=True)
+class Magnitudes:
+    """Path magnitudes ``m_i = sum_{p through i} prod_{j in p, j != i} theta_j^2`` stored as
+    ``m / N`` (``N`` the squared L2 path-norm) per layer, with ``log N``: exact even where
+    ``m`` overflows float64. Scale does not matter to PathCond, so solvers use ``m / N``."""
+
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor | None, ...]
+    log_norm_sq: float
+
+    def absolute(self) -> Magnitudes:
+        """The magnitudes themselves (``inf`` with a warning where they overflow)."""
+        factor = _exp_or_inf(self.log_norm_sq, "path magnitudes")
+        return Magnitudes(tuple(w * factor for w in self.weights),
+                          tuple(None if b is None else b * factor for b in self.biases), 0.0)
+
+
+def _exp_or_inf(log_value: float, what: str) -> float:
+    if log_value > math.log(torch.finfo(torch.float64).max):
+        warnings.warn(f"{what} overflow float64 (log = {log_value:.6g}); returning inf. "
+                      "Ask for log=True to get the exact logarithm.", RuntimeWarning,
+                      stacklevel=3)
+        return math.inf
+    return math.exp(log_value)
+
+
+def _graph(model: nn.Module, input_shape: Sequence[int] | None,
+           graph: RescalingGraph | None) -> RescalingGraph:
+    if graph is not None:
+        return graph
+    if input_shape is None:
+        raise TypeError("give input_shape (one sample's shape, no batch dimension) or graph=")
+    return rescaling_graph(model, input_shape)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def magnitudes_of(graph: RescalingGraph, params: LiftingParameters) -> Magnitudes:
+    """Relative path magnitudes of lifting parameters: one forward and one backward pass of
+    the magnitude network, ``m / N = d log N / d s`` at ``s = theta^2``."""
+    squares_w = [w.detach().square().requires_grad_(True) for w in params.weights]
+    squares_b = [None if b is None else b.detach().square().requires_grad_(True)
+                 for b in params.biases]
+    log_n = log_total(graph, squares_w, squares_b, power=2.0)
+    leaves = squares_w + [b for b in squares_b if b is not None]
+    if not bool(torch.isfinite(log_n)):
+        zeros_w = tuple(torch.zeros_like(w) for w in squares_w)
+        zeros_b = tuple(None if b is None else torch.zeros_like(b) for b in squares_b)
+        return Magnitudes(zeros_w, zeros_b, float(log_n))
+    grads = torch.autograd.grad(log_n, leaves)
+    gw = tuple(g.detach() for g in grads[: len(squares_w)])
+    it = iter(grads[len(squares_w):])
+    gb = tuple(None if b is None else next(it).detach() for b in squares_b)
+    return Magnitudes(gw, gb, float(log_n.detach()))
+
+
+def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, *,
+                    graph: RescalingGraph | None = None, dtype: torch.dtype = torch.float64
+                    ) -> dict[str, torch.Tensor]:
+    """Path magnitude of every lifting parameter, keyed by parameter name, shaped like it.
+
+    With a folded BatchNorm, ``<layer>.weight`` holds the magnitudes of the folded weight
+    ``(gamma / sigma) W`` and ``<batchnorm>.bias`` those of the folded bias (docs/batchnorm.md).
+    """
+    g = _graph(model, input_shape, graph)
+    mags = magnitudes_of(g, lifting_parameters(model, g, dtype=dtype)).absolute()
+    out: dict[str, torch.Tensor] = {}
+    for layer, w, b in zip(g.layers, mags.weights, mags.biases, strict=True):
+        out[layer.weight_name] = w
+        if b is not None and layer.lifting_bias_name is not None:
+            out[layer.lifting_bias_name] = b
+    return out
+
+
+def path_norm(model: nn.Module, input_shape: Sequence[int] | None = None, *, p: float = 2,
+              graph: RescalingGraph | None = None, dtype: torch.dtype = torch.float64,
+              log: bool = False) -> float:
+    """L``p`` path-norm ``(sum_paths |Phi_p(theta)|^p)^(1/p)`` (SPEC section 3), or its natural
+    log with ``log=True``."""
+    if not p > 0 or math.isinf(p):
+        raise ValueError(f"path_norm needs a finite p > 0, got p={p}")
+    g = _graph(model, input_shape, graph)
+    params = lifting_parameters(model, g, dtype=dtype)
+    with torch.no_grad():
+        log_n = float(log_total(g, [w.abs() ** p for w in params.weights],
+                                [None if b is None else b.abs() ** p for b in params.biases],
+                                power=p))
+    return log_n / p if log else _exp_or_inf(log_n / p, "the path-norm")
+
+
+def num_paths(model: nn.Module, input_shape: Sequence[int] | None = None, *,
+              graph: RescalingGraph | None = None, log: bool = False) -> float:
+    """Number of paths from an input unit or a bias to an output unit (paper Table 1), or its
+    natural log with ``log=True``; ``inf`` with a warning when it exceeds float64."""
+    g = _graph(model, input_shape, graph)
+    device = _device(model)
+    ones_w = [torch.ones(layer.weight_shape, dtype=torch.float64, device=device)
+              for layer in g.layers]
+    ones_b = [torch.ones(layer.out_units, dtype=torch.float64, device=device)
+              if layer.has_lifting_bias else None for layer in g.layers]
+    with torch.no_grad():
+        if log:
+            return float(log_total(g, ones_w, ones_b, power=0.0))
+        count = total(g, ones_w, ones_b, power=0.0)
+    if math.isinf(count):
+        _exp_or_inf(math.inf, "the number of paths")
+    return count

@@ -1,0 +1,106 @@
+"""Apply a rescaling ``theta' = exp(B u) * theta`` to a model and its optimizer state
+(SPEC sections 2 and 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import NonFiniteParameterError
+from ..graph import RescalingGraph
+
+# How each optimizer state entry transforms under theta' = D theta (SPEC section 5):
+# gradients and first moments by D^-1, second moments by D^-2.
+_STATE_POWERS: dict[str, float] = {
+    "momentum_buffer": -1.0,
+    "exp_avg": -1.0,
+    "exp_avg_sq": -2.0,
+    "max_exp_avg_sq": -2.0,
+    "square_avg": -2.0,
+    "acc_delta": 2.0,
+    "sum": -2.0,
+    "prev": -1.0,
+    "ax": 1.0,
+}
+_STATE_SCALARS = {"step", "eta", "mu", "step_size"}
+
+
+def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
+                         ) -> dict[str, torch.Tensor]:
+    """``(B u)`` for every model parameter the rescaling touches, as tensors broadcastable to
+    the parameter's shape.
+
+    Plain layer: weight ``u[row] - u[col]``, bias ``u[row]``. Layer followed by a BatchNorm:
+    the BatchNorm's weight and bias take ``u[row]``, the layer's weight only ``-u[col]`` (its
+    rows are scale-invariant under the BatchNorm), its bias nothing (docs/batchnorm.md).
+    """
+    u = log_scales.reshape(-1)
+    if u.numel() != graph.num_groups:
+        raise ValueError(f"log_scales has {u.numel()} entries; the graph has "
+                         f"{graph.num_groups} rescaling groups")
+    extended = torch.cat([u, u.new_zeros(1)])  # index -1 (never rescaled) reads the 0
+    out: dict[str, torch.Tensor] = {}
+    for layer in graph.layers:
+        rows = extended[layer.row_groups.to(u.device)]
+        cols = extended[layer.col_groups.to(u.device)]
+        trailing = (1,) * (len(layer.weight_shape) - 2)
+        cols = cols.reshape(*cols.shape, *trailing)
+        if layer.batchnorm is None:
+            out[layer.weight_name] = rows.reshape(-1, 1, *trailing) - cols
+            if layer.bias_name is not None:
+                out[layer.bias_name] = rows
+        else:
+            out[layer.weight_name] = -cols
+            out[f"{layer.batchnorm}.weight"] = rows
+            out[f"{layer.batchnorm}.bias"] = rows
+    return out
+
+
+def _check_log_scales(log_scales: torch.Tensor) -> None:
+    if not bool(torch.isfinite(log_scales).all()):
+        raise NonFiniteParameterError("log_scales holds NaN or infinite values")
+
+
+@torch.no_grad()
+def apply_rescaling(model: nn.Module, graph: RescalingGraph, log_scales: torch.Tensor, *,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Multiply the model's parameters in place by ``exp(B u)`` (``u = log_scales``, one
+    entry per rescaling group); the function is unchanged in train and eval mode.
+
+    With ``optimizer``, its per-parameter state is transported too: momentum buffers and
+    first moments by ``exp(-B u)``, second moments by ``exp(-2 B u)`` (SPEC section 5).
+    """
+    _check_log_scales(log_scales)
+    params = dict(model.named_parameters())
+    scales = parameter_log_scales(graph, log_scales.detach().to(torch.float64))
+    missing = [name for name in scales if name not in params]
+    if missing:
+        raise ValueError(f"model has no parameter {missing[0]!r}: was the graph built from "
+                         "another model?")
+    for name, log_scale in scales.items():
+        p = params[name]
+        p.mul_(torch.exp(log_scale).to(device=p.device, dtype=p.dtype))
+    if optimizer is not None:
+        transport_optimizer_state(optimizer, ((params[n], s) for n, s in scales.items()))
+
+
+def transport_optimizer_state(optimizer: torch.optim.Optimizer,
+                              parameter_scales: Iterable[tuple[nn.Parameter, torch.Tensor]]
+                              ) -> None:
+    """Rescale the optimizer state of each parameter whose values were multiplied by
+    ``exp(log_scale)``; unknown per-parameter tensors raise rather than go stale."""
+    for p, log_scale in parameter_scales:
+        state = optimizer.state.get(p)
+        if not state:
+            continue
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor) or value.dim() == 0 or key in _STATE_SCALARS:
+                continue
+            if key not in _STATE_POWERS:
+                raise ValueError(
+                    f"{type(optimizer).__name__} keeps state '{key}' that pathcond does not "
+                    "know how to rescale; reset the optimizer after rescaling instead")
+            factor = torch.exp(_STATE_POWERS[key] * log_scale)
+            value.mul_(factor.to(device=value.device, dtype=value.dtype))
