@@ -180,14 +180,16 @@ def image_classification_splits(
 ) -> DataSplits:
     """Build :class:`DataSplits` from ``uint8`` images ``(N, C, H, W)`` and integer labels.
 
-    The training images are split into train and validation with :func:`train_val_split`;
-    the test set (if given) is kept whole.
+    The training images are split into train and validation with :func:`split_indices`
+    (the same split :func:`train_val_split` makes); the test set (if given) is kept whole.
+    Splitting happens on the ``uint8`` arrays, before the (4x larger) float conversion.
     """
     # Local import keeps this module free of a cycle should convert ever need splits.
     from pathcond.data.convert import images_to_float, labels_to_int64
 
-    x, y = images_to_float(train_images), labels_to_int64(train_labels)
-    train_x, train_y, val_x, val_y = train_val_split(x, y, val_fraction, seed)
+    tr, va = split_indices(int(train_images.shape[0]), val_fraction, seed)
+    train_x, val_x = images_to_float(train_images[tr]), images_to_float(train_images[va])
+    train_y, val_y = labels_to_int64(train_labels[tr]), labels_to_int64(train_labels[va])
     test_x = None if test_images is None else images_to_float(test_images)
     test_y = None if test_labels is None else labels_to_int64(test_labels)
     return DataSplits(
