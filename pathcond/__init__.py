@@ -14,12 +14,21 @@ from .errors import (
 )
 from .graph import RescalingGraph, SupportReport, check_support, rescaling_graph
 from .lifting import lifting_parameters, num_paths, path_magnitudes, path_norm
-from .rescale import apply_rescaling, parameter_log_scales
+from .rescale import (
+    CriterionValue,
+    DeadGroup,
+    RescaleReport,
+    apply_rescaling,
+    criterion,
+    parameter_log_scales,
+    rescale,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DatasetNotFoundError", "NonFiniteParameterError",
+    "CheckpointError", "ConfigError", "CriterionValue", "DeadGroup", "RescaleReport",
+    "criterion", "rescale", "DatasetNotFoundError", "NonFiniteParameterError",
     "PathcondError", "RescalingGraph", "SupportReport", "UnsupportedModelError",
     "apply_rescaling", "check_support", "lifting_parameters", "num_paths",
     "parameter_log_scales", "path_magnitudes", "path_norm", "rescaling_graph",

@@ -34,12 +34,18 @@ class _Scaled:
 
     def normalised(self) -> _Scaled:
         _, shift = torch.frexp(self.value.detach().abs().amax())
-        return _Scaled(torch.ldexp(self.value, -shift), self.exponent + shift)
+        return _Scaled(_times_power_of_two(self.value, -shift), self.exponent + shift)
+
+
+def _times_power_of_two(value: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``value * 2**exponent``, exact. (``torch.ldexp`` has a zero gradient for integer
+    exponents in torch 2.13, so it is not used on differentiable values.)"""
+    return value * torch.exp2(exponent.to(value.dtype))
 
 
 def _aligned(parts: Sequence[_Scaled]) -> tuple[list[torch.Tensor], torch.Tensor]:
     top = torch.stack([p.exponent for p in parts]).amax()
-    return [torch.ldexp(p.value, p.exponent - top) for p in parts], top
+    return [_times_power_of_two(p.value, p.exponent - top) for p in parts], top
 
 
 def _window_coefficients(op: Op, like: torch.Tensor) -> torch.Tensor:
@@ -121,7 +127,7 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             if bias is not None:
                 # the bias enters unscaled: bring the input's scale back out of the product
                 shape = (1, -1, *([1] * (y.dim() - 2)))
-                y = y + torch.ldexp(bias.reshape(shape), -src.exponent)
+                y = y + _times_power_of_two(bias.reshape(shape), -src.exponent)
             out = _Scaled(y, src.exponent).normalised()
         elif op.kind in ("activation", "reshape"):
             out = _Scaled(ins[0].value.reshape((1, *op.shape)), ins[0].exponent)

@@ -1,5 +1,8 @@
-"""Applying rescalings to parameters, BatchNorm affine parameters and optimizer state."""
+"""Applying rescalings (to parameters, BatchNorm affine parameters and optimizer state) and
+the PathCond rescaling itself."""
 
 from .apply import apply_rescaling, parameter_log_scales, transport_optimizer_state
+from .pathcond import CriterionValue, DeadGroup, RescaleReport, build_problem, criterion, rescale
 
-__all__ = ["apply_rescaling", "parameter_log_scales", "transport_optimizer_state"]
+__all__ = ["CriterionValue", "DeadGroup", "RescaleReport", "apply_rescaling", "build_problem",
+           "criterion", "parameter_log_scales", "rescale", "transport_optimizer_state"]

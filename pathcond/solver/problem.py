@@ -1,0 +1,235 @@
+"""The PathCond criterion of a network, in the reduced form its solvers use (SPEC section 4).
+
+With ``q_i(u) = m_i exp(-2 (B u)_i)`` and ``S(u) = sum_i q_i`` the criterion is (paper eq. 9)
+
+    F(u) = G log S(u) + 2 sum_i (B u)_i = G log(AM(q) / GM(q)) + const.
+
+For a layer with output groups ``r`` and input groups ``c``, every kernel position of the
+weight entry ``(k, j)`` carries the same factor ``exp(-2 (u_r(k) - u_c(j)))``, so the
+magnitudes are summed over kernel positions once (``M``), and ``S``, the incoming sums
+``A_h`` and outgoing sums ``Bo_h`` of every group cost one pass over ``M``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..graph import RescalingGraph
+from ..lifting import Magnitudes
+
+
+@dataclass(frozen=True)
+class LayerBlock:
+    """One layer of the reduced problem. Group index ``H`` stands for "not rescaled"."""
+
+    magnitudes: torch.Tensor  # (out, in) or (out, in_per_group): m summed over the kernel
+    bias: torch.Tensor | None  # (out,)
+    rows: torch.Tensor  # (out,) group of each output unit
+    cols: torch.Tensor  # (1, in) or (out, in_per_group) group of each input unit
+    dense: bool  # cols has one row shared by all outputs
+    positive: torch.Tensor  # like magnitudes: number of kernel positions with m > 0
+
+
+@dataclass(frozen=True)
+class GroupSums:
+    """``S`` and the per-group sums of ``q`` over incoming (``A``) and outgoing (``Bo``)
+    parameters at some ``u``, parameters that are both (self-loops) excluded."""
+
+    total: torch.Tensor
+    incoming: torch.Tensor
+    outgoing: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """``F``, its gradient, Hessian-vector products and the Hessian's diagonal (without its
+    rank-one part) at one point, for Newton steps."""
+
+    value: torch.Tensor
+    gradient: torch.Tensor
+    hessian_vector: Callable[[torch.Tensor], torch.Tensor]
+    diagonal: torch.Tensor
+
+
+@dataclass(frozen=True)
+class RescalingProblem:
+    """Everything the solvers need: reduced magnitudes, parameter counts, the imbalance
+    ``a_h = n_in - n_out`` of every group, and the groups whose step is unbounded."""
+
+    graph: RescalingGraph
+    layers: tuple[LayerBlock, ...]
+    num_parameters: int  # G
+    imbalance: torch.Tensor  # (H,) a_h, float
+    self_loops: torch.Tensor  # (H,) sum of m over parameters both incoming and outgoing
+    dead: torch.Tensor  # (H,) bool
+    dead_reasons: tuple[str, ...]  # one per group ("" if alive)
+    mean_log_magnitude: float  # over the parameters with m > 0
+    num_positive: int
+
+    @property
+    def num_groups(self) -> int:
+        return self.graph.num_groups
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.layers[0].magnitudes.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.layers[0].magnitudes.device
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(cls, graph: RescalingGraph, mags: Magnitudes) -> RescalingProblem:
+        """Reduce the magnitudes ``m / N`` of every lifting parameter over kernel positions."""
+        h = graph.num_groups
+        device, dtype = mags.weights[0].device, mags.weights[0].dtype
+        n_in = torch.zeros(h + 1, dtype=torch.int64, device=device)
+        n_out = torch.zeros(h + 1, dtype=torch.int64, device=device)
+        loops = torch.zeros(h + 1, dtype=dtype, device=device)
+        blocks = []
+        log_sum, positive = 0.0, 0
+        for layer, w, b in zip(graph.layers, mags.weights, mags.biases, strict=True):
+            rows = torch.where(layer.row_groups < 0, h, layer.row_groups).to(device)
+            cols = torch.where(layer.col_groups < 0, h, layer.col_groups).to(device)
+            reduced = w.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)
+            kernel = layer.kernel_numel
+            n_in.index_add_(0, rows, torch.full_like(rows, kernel * w.shape[1]))
+            full_cols = cols.expand(reduced.shape).reshape(-1)
+            n_out.index_add_(0, full_cols, torch.full_like(full_cols, kernel))
+            same = (rows.unsqueeze(1) == cols) & (rows.unsqueeze(1) < h)
+            if bool(same.any()):
+                loop_rows = rows.unsqueeze(1).expand(reduced.shape)[same]
+                loops.index_add_(0, loop_rows, reduced[same])
+            if b is not None:
+                n_in.index_add_(0, rows, torch.ones_like(rows))
+            positive_counts = (w > 0).reshape(reduced.shape[0], reduced.shape[1], -1).sum(2)
+            blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1,
+                                     positive=positive_counts.to(dtype)))
+            for t in (w, b):
+                if t is not None:
+                    pos = t[t > 0]
+                    log_sum += float(torch.log(pos).sum())
+                    positive += pos.numel()
+        num_parameters = graph.num_lifting_parameters
+        imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
+        problem = cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h],
+                      torch.zeros(h, dtype=torch.bool, device=device), ("",) * h,
+                      log_sum / max(positive, 1), positive)
+        sums = problem.group_sums(torch.zeros(h, dtype=dtype, device=device))
+        no_in = (sums.incoming <= 0).cpu()
+        no_out = (sums.outgoing <= 0).cpu()
+        reasons = tuple(
+            "no path magnitude through its incoming parameters (dead unit)" if i else
+            "no path magnitude through its outgoing weights (dead unit)" if o else ""
+            for i, o in zip(no_in.tolist(), no_out.tolist(), strict=True))
+        return cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h],
+                   (no_in | no_out).to(device), reasons, problem.mean_log_magnitude, positive)
+
+    # ------------------------------------------------------------- evaluation
+    def _extended(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.cat([u, u.new_zeros(1)])
+
+    def group_sums(self, u: torch.Tensor) -> GroupSums:
+        """``S``, ``A`` and ``Bo`` at ``u``: one pass over the reduced magnitudes."""
+        h = self.num_groups
+        ext = self._extended(u)
+        row_w = torch.exp(-2.0 * ext)
+        col_w = torch.exp(2.0 * ext)
+        incoming = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
+        outgoing = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
+        total = u.new_zeros(())
+        for blk in self.layers:
+            r = row_w[blk.rows]
+            if blk.dense:
+                t = blk.magnitudes * col_w[blk.cols[0]]  # (out, in)
+                row_sums = t.sum(dim=1) * r
+                col_sums = (blk.magnitudes.t() @ r) * col_w[blk.cols[0]]
+                outgoing.index_add_(0, blk.cols[0], col_sums)
+            else:
+                q = blk.magnitudes * col_w[blk.cols] * r.unsqueeze(1)
+                row_sums = q.sum(dim=1)
+                outgoing.index_add_(0, blk.cols.reshape(-1), q.reshape(-1))
+            if blk.bias is not None:
+                row_sums = row_sums + blk.bias * r
+            incoming.index_add_(0, blk.rows, row_sums)
+            total = total + row_sums.sum()
+        return GroupSums(total, incoming[:h] - self.self_loops, outgoing[:h] - self.self_loops)
+
+    def criterion(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``F(u) = G log S + 2 sum_h a_h u_h`` (paper eq. 9) and its gradient
+        ``G (2 Bo - 2 A) / S + 2 a``."""
+        sums = self.group_sums(u)
+        g = float(self.num_parameters)
+        value = g * torch.log(sums.total) + 2.0 * (self.imbalance * u).sum()
+        grad = g * 2.0 * (sums.outgoing - sums.incoming) / sums.total + 2.0 * self.imbalance
+        return value, grad
+
+    def value(self, u: torch.Tensor) -> float:
+        """``F(u)`` alone."""
+        total = self.group_sums(u).total
+        return float(self.num_parameters * torch.log(total) + 2.0 * (self.imbalance * u).sum())
+
+    def normalised(self, value: torch.Tensor | float) -> float:
+        """``F / G - log G - mean(log m)``: equals ``log(AM(q) / GM(q))`` when every ``m > 0``."""
+        g = float(self.num_parameters)
+        return float(value) / g - math.log(g) - self.mean_log_magnitude
+
+    def am_gm(self, u: torch.Tensor) -> float:
+        """Arithmetic over geometric mean of the rescaled magnitudes ``q_i``, ``m_i > 0``."""
+        ext = self._extended(u)
+        total = self.group_sums(u).total
+        shift_sum = u.new_zeros(())
+        for blk in self.layers:
+            shift = ext[blk.rows].unsqueeze(1) - ext[blk.cols]
+            shift_sum = shift_sum + (blk.positive * shift).sum()
+            if blk.bias is not None:
+                shift_sum = shift_sum + ext[blk.rows][blk.bias > 0].sum()
+        p = max(self.num_positive, 1)
+        log_gm = self.mean_log_magnitude - 2.0 * float(shift_sum) / p
+        return float(total) / p / math.exp(log_gm)
+
+    def curvature(self, u: torch.Tensor) -> Curvature:
+        """Gradient of ``F`` at ``u`` and a closure for Hessian-vector products:
+        ``grad = -2 G B^T q / S + 2 a``,
+        ``H v = 4 G (B^T (q * B v) / S - (B^T q)(B^T q . v) / S^2)``."""
+        h = self.num_groups
+        ext = self._extended(u)
+        qs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        flow = torch.zeros(h + 1, dtype=u.dtype, device=u.device)  # B^T q
+        total = u.new_zeros(())
+        diag = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
+        for blk in self.layers:
+            q = blk.magnitudes * torch.exp(-2.0 * (ext[blk.rows].unsqueeze(1) - ext[blk.cols]))
+            qb = None if blk.bias is None else blk.bias * torch.exp(-2.0 * ext[blk.rows])
+            qs.append((q, qb))
+            row_sums = q.sum(dim=1) + (0.0 if qb is None else qb)
+            total = total + row_sums.sum()
+            flow.index_add_(0, blk.rows, row_sums)
+            diag.index_add_(0, blk.rows, row_sums)
+            cols = blk.cols.expand(q.shape).reshape(-1)
+            flow.index_add_(0, cols, -q.reshape(-1))
+            diag.index_add_(0, cols, q.reshape(-1))
+        g = float(self.num_parameters)
+        flow_h = flow[:h]
+        grad = -2.0 * g * flow_h / total + 2.0 * self.imbalance
+        value = g * torch.log(total) + 2.0 * (self.imbalance * u).sum()
+
+        def hessian_vector(v: torch.Tensor) -> torch.Tensor:
+            vext = torch.cat([v, v.new_zeros(1)])
+            out = torch.zeros(h + 1, dtype=v.dtype, device=v.device)
+            for blk, (q, qb) in zip(self.layers, qs, strict=True):
+                weighted = q * (vext[blk.rows].unsqueeze(1) - vext[blk.cols])
+                row_part = weighted.sum(dim=1)
+                if qb is not None:
+                    row_part = row_part + qb * vext[blk.rows]
+                out.index_add_(0, blk.rows, row_part)
+                out.index_add_(0, blk.cols.expand(q.shape).reshape(-1), -weighted.reshape(-1))
+            return 4.0 * g * (out[:h] / total - flow_h * (flow_h @ v) / total**2)
+
+        precondition = 4.0 * g * (diag[:h] - 2.0 * self.self_loops) / total
+        return Curvature(value, grad, hessian_vector, precondition)
