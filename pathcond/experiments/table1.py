@@ -1,0 +1,61 @@
+"""Paper Table 1 (Appendix I): parameters, hidden units and number of paths of standard
+architectures, as computed by pathcond."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..graph import rescaling_graph
+from ..lifting import num_paths
+from ..models import get_model, model_input_shape
+
+TABLE1_MODELS = ("resnet18", "resnet34", "resnet50", "alexnet", "vgg16", "cifar_nv")
+
+#: Parameters and hidden units as printed in the paper's Table 1 (SPEC section 6).
+PUBLISHED = {
+    "resnet18": (11_689_512, 4_800), "resnet34": (21_797_672, 8_512),
+    "resnet50": (25_557_032, 26_560), "alexnet": (61_100_840, 9_344),
+    "vgg16": (138_357_544, 12_416), "cifar_nv": (2_616_576, 1_792),
+}
+
+
+@dataclass(frozen=True)
+class Table1Row:
+    """One architecture: counts from the model and the graph, paths as a base-10 log."""
+
+    model: str
+    parameters: int
+    hidden_units: int
+    rescaling_groups: int
+    log10_paths: float
+
+    def paths_text(self) -> str:
+        exponent = math.floor(self.log10_paths)
+        return f"{10 ** (self.log10_paths - exponent):.4f}e{exponent}"
+
+
+def table1_row(name: str) -> Table1Row:
+    """Count one model of the zoo (paths by one forward pass of the magnitude network)."""
+    torch.manual_seed(0)
+    model = get_model(name)
+    graph = rescaling_graph(model, model_input_shape(name))
+    return Table1Row(name, sum(p.numel() for p in model.parameters()), graph.num_hidden_units,
+                     graph.num_groups, num_paths(model, graph=graph, log=True) / math.log(10))
+
+
+def table1_markdown(rows: list[Table1Row]) -> str:
+    """The table as Markdown, with the published counts beside ours."""
+    lines = ["| model | parameters | hidden units | rescaling groups | paths | matches paper |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        ok = PUBLISHED.get(r.model) == (r.parameters, r.hidden_units)
+        lines.append(f"| {r.model} | {r.parameters:,} | {r.hidden_units:,} | "
+                     f"{r.rescaling_groups:,} | {r.paths_text()} | {'yes' if ok else 'NO'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table1_markdown([table1_row(n) for n in TABLE1_MODELS]))
