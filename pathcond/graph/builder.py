@@ -444,7 +444,8 @@ class _Builder:
         if dim == 0:
             raise _Skip(f"{_describe(node)}: concatenation along the batch dimension")
         labels = torch.cat([self.labels[self.node_op[t]] for t in tensors], dim=dim - 1)
-        self.add_op(node, "cat", list(tensors), labels, dim=dim - 1)  # type: ignore[arg-type]
+        self.add_op(node, "cat", [t for t in tensors if isinstance(t, fx.Node)], labels,
+                    dim=dim - 1)
 
     def visit_add(self, node: fx.Node) -> None:
         args = [a for a in node.args if isinstance(a, fx.Node)]
@@ -480,7 +481,10 @@ class _Builder:
         full = labels.dim() + 1
         if dim is None:
             raise _Skip(f"{_describe(node)}: mean over the batch dimension")
-        dims = sorted({d % full for d in (dim if isinstance(dim, list | tuple) else [dim])})
+        raw = list(dim) if isinstance(dim, list | tuple) else [dim]
+        if not all(isinstance(d, int) for d in raw):
+            raise _Skip(f"{_describe(node)}: mean over non-constant dimensions")
+        dims = sorted({int(d) % full for d in raw})  # type: ignore[arg-type]
         if 0 in dims:
             raise _Skip(f"{_describe(node)}: mean over the batch dimension")
         sample_dims = [d - 1 for d in dims]

@@ -142,7 +142,7 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             spatial_in = x.shape[2:]
             sizes = _adaptive_window_sizes(spatial_in, op.shape[1:], x)
             pool = F.adaptive_avg_pool1d if op.attrs["dims"] == 1 else F.adaptive_avg_pool2d
-            y = pool(x, op.shape[1:])  # type: ignore[operator]
+            y = pool(x, op.shape[1:])  # type: ignore[arg-type]
             out = _Scaled(y * sizes ** (1.0 - power), ins[0].exponent).normalised()
         elif op.kind == "mean":
             dims = [d + 1 for d in op.attrs["dims"]]
