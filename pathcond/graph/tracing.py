@@ -22,7 +22,8 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """Symbolically trace ``model`` and annotate every node with its tensor shape.
 
     Shapes are propagated with a batch of two zero samples (so that batch mixing shows) in
-    eval mode under ``no_grad``; the model's training flags are restored afterwards, so running statistics never change.
+    eval mode under ``no_grad``; the model's training flags are restored afterwards, so
+    running statistics never change.
     """
     try:
         graph = _LeafTracer().trace(model)

@@ -88,8 +88,9 @@ def _converged(history: list[float], tol: float | None, max_step: float,
     return by_value or (step_tol is not None and max_step <= step_tol)
 
 
-def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float | None, max_sweeps: int,
-                callback: Callable[[int, float], None] | None = None) -> SolveResult:
+def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float | None,
+                max_sweeps: int, callback: Callable[[int, float], None] | None = None
+                ) -> SolveResult:
     """Block-coordinate minimisation of ``F`` (SPEC section 4, block step)."""
     start = time.perf_counter()
     g = float(problem.num_parameters)
@@ -174,8 +175,13 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
             break
         forcing = max(min(0.1, math.sqrt(norm / first_norm)), 1e-10)
         diag = torch.where(alive > 0, c.diagonal.clamp_min(1e-300), torch.ones_like(alive))
-        direction = _conjugate_gradient(lambda v: c.hessian_vector(v * alive) * alive, -grad,
-                                        diag, forcing, 500)
+        hessian = c.hessian_vector
+
+        def masked(v: torch.Tensor, hessian: Callable[[torch.Tensor], torch.Tensor] = hessian
+                   ) -> torch.Tensor:
+            return hessian(v * alive) * alive
+
+        direction = _conjugate_gradient(masked, -grad, diag, forcing, 500)
         slope = float(grad @ direction)
         if slope >= 0:  # not a descent direction: fall back to the preconditioned gradient
             direction = -grad / diag
