@@ -135,7 +135,9 @@ class RescalingProblem:
         return torch.cat([u, u.new_zeros(1)])
 
     def group_sums(self, u: torch.Tensor) -> GroupSums:
-        """``S``, ``A`` and ``Bo`` at ``u``: one pass over the reduced magnitudes."""
+        """``S``, ``A`` and ``Bo`` at ``u``: two matrix-vector products per dense layer,
+        ``A = r * (M c)`` and ``Bo = c * (M^T r)`` with ``r = exp(-2 u_rows)``,
+        ``c = exp(2 u_cols)``."""
         h = self.num_groups
         ext = self._extended(u)
         row_w = torch.exp(-2.0 * ext)
@@ -144,21 +146,23 @@ class RescalingProblem:
         outgoing = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
         total = u.new_zeros(())
         for blk in self.layers:
-            r = row_w[blk.rows]
-            if blk.dense:
-                t = blk.magnitudes * col_w[blk.cols[0]]  # (out, in)
-                row_sums = t.sum(dim=1) * r
-                col_sums = (blk.magnitudes.t() @ r) * col_w[blk.cols[0]]
-                outgoing.index_add_(0, blk.cols[0], col_sums)
-            else:
-                q = blk.magnitudes * col_w[blk.cols] * r.unsqueeze(1)
-                row_sums = q.sum(dim=1)
-                outgoing.index_add_(0, blk.cols.reshape(-1), q.reshape(-1))
+            row_sums, col_sums = self._row_col_sums(blk, row_w[blk.rows], col_w)
             if blk.bias is not None:
-                row_sums = row_sums + blk.bias * r
+                row_sums = row_sums + blk.bias * row_w[blk.rows]
             incoming.index_add_(0, blk.rows, row_sums)
+            outgoing.index_add_(0, blk.cols.reshape(-1), col_sums)
             total = total + row_sums.sum()
         return GroupSums(total, incoming[:h] - self.self_loops, outgoing[:h] - self.self_loops)
+
+    @staticmethod
+    def _row_col_sums(blk: LayerBlock, r: torch.Tensor, col_w: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row sums and column sums (aligned with ``blk.cols``) of ``q = r M c``."""
+        if blk.dense:
+            c = col_w[blk.cols[0]]
+            return r * (blk.magnitudes @ c), c * (blk.magnitudes.t() @ r)
+        q = blk.magnitudes * col_w[blk.cols] * r.unsqueeze(1)
+        return q.sum(dim=1), q.reshape(-1)
 
     def criterion(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``F(u) = G log S + 2 sum_h a_h u_h`` (paper eq. 9) and its gradient
@@ -196,24 +200,31 @@ class RescalingProblem:
     def curvature(self, u: torch.Tensor) -> Curvature:
         """Gradient of ``F`` at ``u`` and a closure for Hessian-vector products:
         ``grad = -2 G B^T q / S + 2 a``,
-        ``H v = 4 G (B^T (q * B v) / S - (B^T q)(B^T q . v) / S^2)``."""
+        ``H v = 4 G (B^T (q * B v) / S - (B^T q)(B^T q . v) / S^2)``.
+
+        For a dense layer ``q = diag(r) M diag(c)`` and ``(B v)_kj = v_k - v_j``, so
+        ``B^T (q * B v)`` needs only the matrix-vector products ``M (c v)`` and
+        ``M^T (r v)``: ``q`` is never formed."""
         h = self.num_groups
         ext = self._extended(u)
-        qs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        row_w = torch.exp(-2.0 * ext)
+        col_w = torch.exp(2.0 * ext)
         flow = torch.zeros(h + 1, dtype=u.dtype, device=u.device)  # B^T q
-        total = u.new_zeros(())
         diag = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
+        total = u.new_zeros(())
+        cached: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for blk in self.layers:
-            q = blk.magnitudes * torch.exp(-2.0 * (ext[blk.rows].unsqueeze(1) - ext[blk.cols]))
-            qb = None if blk.bias is None else blk.bias * torch.exp(-2.0 * ext[blk.rows])
-            qs.append((q, qb))
-            row_sums = q.sum(dim=1) + (0.0 if qb is None else qb)
-            total = total + row_sums.sum()
-            flow.index_add_(0, blk.rows, row_sums)
-            diag.index_add_(0, blk.rows, row_sums)
-            cols = blk.cols.expand(q.shape).reshape(-1)
-            flow.index_add_(0, cols, -q.reshape(-1))
-            diag.index_add_(0, cols, q.reshape(-1))
+            r = row_w[blk.rows]
+            row_sums, col_sums = self._row_col_sums(blk, r, col_w)
+            qb = None if blk.bias is None else blk.bias * r
+            cached.append((row_sums, col_sums, qb))
+            row_all = row_sums if qb is None else row_sums + qb
+            total = total + row_all.sum()
+            cols = blk.cols.reshape(-1)
+            flow.index_add_(0, blk.rows, row_all)
+            flow.index_add_(0, cols, -col_sums)
+            diag.index_add_(0, blk.rows, row_all)
+            diag.index_add_(0, cols, col_sums)
         g = float(self.num_parameters)
         flow_h = flow[:h]
         grad = -2.0 * g * flow_h / total + 2.0 * self.imbalance
@@ -222,13 +233,25 @@ class RescalingProblem:
         def hessian_vector(v: torch.Tensor) -> torch.Tensor:
             vext = torch.cat([v, v.new_zeros(1)])
             out = torch.zeros(h + 1, dtype=v.dtype, device=v.device)
-            for blk, (q, qb) in zip(self.layers, qs, strict=True):
-                weighted = q * (vext[blk.rows].unsqueeze(1) - vext[blk.cols])
-                row_part = weighted.sum(dim=1)
+            for blk, (row_sums, col_sums, qb) in zip(self.layers, cached, strict=True):
+                vr = vext[blk.rows]
+                r = row_w[blk.rows]
+                if blk.dense:
+                    c = col_w[blk.cols[0]]
+                    vc = vext[blk.cols[0]]
+                    q_vc = r * (blk.magnitudes @ (c * vc))  # (q v_c) per row
+                    qt_vr = c * (blk.magnitudes.t() @ (r * vr))  # (q^T v_r) per column
+                    row_part = row_sums * vr - q_vc
+                    col_part = qt_vr - col_sums * vc
+                else:
+                    q = blk.magnitudes * col_w[blk.cols] * r.unsqueeze(1)
+                    weighted = q * (vr.unsqueeze(1) - vext[blk.cols])
+                    row_part = weighted.sum(dim=1)
+                    col_part = weighted.reshape(-1)
                 if qb is not None:
-                    row_part = row_part + qb * vext[blk.rows]
+                    row_part = row_part + qb * vr
                 out.index_add_(0, blk.rows, row_part)
-                out.index_add_(0, blk.cols.expand(q.shape).reshape(-1), -weighted.reshape(-1))
+                out.index_add_(0, blk.cols.reshape(-1), -col_part)
             return 4.0 * g * (out[:h] / total - flow_h * (flow_h @ v) / total**2)
 
         precondition = 4.0 * g * (diag[:h] - 2.0 * self.self_loops) / total
