@@ -19,18 +19,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UnsupportedModelError
+from .catalog import NOT_HOMOGENEOUS_MODULES as _NOT_HOMOGENEOUS_MODULES
 from .ops import Layer, Op, OpKind
 from .rescaling_graph import RescalingGraph
 from .tracing import trace
 
 FIXED = 0
 
-_NOT_HOMOGENEOUS_MODULES: tuple[type[nn.Module], ...] = (
-    nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax, nn.Softplus, nn.ELU,
-    nn.SELU, nn.CELU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.ReLU6,
-    nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.MultiheadAttention,
-    nn.Tanhshrink, nn.Softsign, nn.LocalResponseNorm, nn.Embedding,
-)
 _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     F.gelu: "gelu", F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
     torch.tanh: "tanh", F.tanh: "tanh", F.softmax: "softmax", torch.softmax: "softmax",
@@ -590,7 +585,8 @@ def _build(model: nn.Module, input_shape: Sequence[int]) -> tuple[_Builder | Non
     builder.run()
     for name, module in model.named_modules():
         has_params = any(True for _ in module.parameters(recurse=False))
-        if has_params and name not in builder.module_calls:
+        inside_called = any(name.startswith(f"{called}.") for called in builder.module_calls)
+        if has_params and name not in builder.module_calls and not inside_called:
             builder.problems.append(f"module '{name}' ({type(module).__name__}) has parameters "
                                     "but is never called by forward")
     return builder, builder.problems

@@ -9,13 +9,15 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
+from .catalog import NOT_HOMOGENEOUS_MODULES
 
 
 class _LeafTracer(fx.Tracer):
-    """Keeps every module without children as a single call, whatever its package."""
+    """Keeps every module without children, and every module known to break the symmetry,
+    as a single call, whatever its package."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return len(list(m.children())) == 0
+        return len(list(m.children())) == 0 or isinstance(m, NOT_HOMOGENEOUS_MODULES)
 
 
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
