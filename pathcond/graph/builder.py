@@ -181,6 +181,8 @@ class _Builder:
                     self.output_ops.append(self.node_op[a])
                     for u in torch.unique(self.labels[self.node_op[a]]).tolist():
                         self.uf.union(FIXED, int(u))
+            elif node.op == "call_module" and self.shape_of(node) is None:
+                self.visit_module(node)  # e.g. attention returning a tuple: refused by type
             elif self.shape_of(node) is None:
                 continue  # sizes, shapes and other static values
             elif self.shape_of(node)[0] != 2:  # type: ignore[index]
