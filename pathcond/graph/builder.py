@@ -149,16 +149,20 @@ class _Builder:
         return index
 
     def channel_labels(self, node: fx.Node, labels: torch.Tensor, what: str) -> torch.Tensor | None:
-        """Per-channel labels of a ``(C, *spatial)`` tensor; spatial ops need them constant."""
+        """Per-channel labels of a ``(C, *spatial)`` tensor. Units sharing a channel meet the
+        same kernel weights (or pooling window), so they are tied into one group."""
         if labels.dim() == 0:
             self.problem(node, f"{_describe(node)}: {what} needs a channel dimension")
             return None
         flat = labels.reshape(labels.shape[0], -1)
-        if bool((flat != flat[:, :1]).any()):
-            self.problem(node, f"{_describe(node)}: {what} mixes units of different channels "
-                               "along a spatial axis (a reshape moved channels); not supported")
-            return None
-        return flat[:, 0].clone()
+        first = flat[:, :1]
+        mixed = flat != first
+        if bool(mixed.any()):
+            base = len(self.uf.parent)
+            keys = first.expand_as(flat)[mixed] * base + flat[mixed]
+            for key in torch.unique(keys).tolist():
+                self.uf.union(key // base, key % base)
+        return first[:, 0].clone()
 
     # ---------------------------------------------------------------- dispatch
     def run(self) -> None:
@@ -486,9 +490,12 @@ class _Builder:
             raise _Skip(f"{_describe(node)}: mean over the batch dimension")
         sample_dims = [d - 1 for d in dims]
         reduced = labels.amax(dim=sample_dims, keepdim=True)
-        if bool((labels != reduced).any()):
-            raise _Skip(f"{_describe(node)}: mean across different units (only averaging over "
-                        "positions of the same channel is supported)")
+        differ = labels != reduced
+        if bool(differ.any()):  # averaged units share the output unit's edges: tie them
+            base = len(self.uf.parent)
+            keys = reduced.expand_as(labels)[differ] * base + labels[differ]
+            for key in torch.unique(keys).tolist():
+                self.uf.union(key // base, key % base)
         out = reduced if keepdim else reduced.reshape(self.shape_of(node)[1:])  # type: ignore[index]
         self.add_op(node, "mean", [src], out, dims=tuple(sample_dims), keepdim=keepdim)
 

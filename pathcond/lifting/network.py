@@ -64,17 +64,22 @@ def _as_2d(op: Op, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, 
 
 
 def _sum_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
-    """Sum over the pooling windows of ``op`` (zero padding contributes nothing)."""
+    """Sum over the pooling windows of ``op``: padding positions and, with ``ceil_mode``,
+    positions past the end hold no unit and contribute nothing. A depthwise convolution with
+    a kernel of ones over the zero-padded input, cropped to the op's output shape."""
     y, a = _as_2d(op, x)
-    if a.get("dilation", (1, 1)) != (1, 1):
-        channels = y.shape[1]
-        kernel = torch.ones((channels, 1, *a["kernel_size"]), dtype=y.dtype, device=y.device)
-        out = F.conv2d(y, kernel, stride=a["stride"], padding=a["padding"],
-                       dilation=a["dilation"], groups=channels)
-    else:
-        out = F.avg_pool2d(y, a["kernel_size"], a["stride"], a["padding"],
-                           ceil_mode=bool(op.attrs.get("ceil_mode", False)),
-                           count_include_pad=True, divisor_override=1)
+    out_spatial = (1, *op.shape[1:]) if op.attrs["dims"] == 1 else tuple(op.shape[1:])
+    kernel_size, stride = a["kernel_size"], a["stride"]
+    padding, dilation = a["padding"], a.get("dilation", (1, 1))
+    pads: list[int] = []
+    for axis in (1, 0):  # F.pad lists the last dimension first
+        size = y.shape[2 + axis]
+        span = (out_spatial[axis] - 1) * stride[axis] + dilation[axis] * (kernel_size[axis] - 1)
+        pads += [padding[axis], max(0, span + 1 - size - padding[axis])]
+    channels = y.shape[1]
+    ones = torch.ones((channels, 1, *kernel_size), dtype=y.dtype, device=y.device)
+    out = F.conv2d(F.pad(y, pads), ones, stride=stride, dilation=dilation, groups=channels)
+    out = out[:, :, : out_spatial[0], : out_spatial[1]]
     return out.squeeze(-2) if op.attrs["dims"] == 1 else out
 
 
@@ -171,7 +176,8 @@ def log_total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
     are ``weights``/``biases`` (already raised to ``power``) and whose pooling and constant
     coefficients are raised to ``power``. Differentiable in ``weights`` and ``biases``."""
     outs = _outputs(graph, weights, biases, power)
-    terms = torch.stack([o.exponent * math.log(2.0) + torch.log(o.value.sum()) for o in outs])
+    terms = torch.stack([o.exponent.to(o.value.dtype) * math.log(2.0) + torch.log(o.value.sum())
+                         for o in outs])
     return torch.logsumexp(terms, dim=0)
 
 
