@@ -1,0 +1,111 @@
+"""Models from checkpoints, and ``pathcond rescale CHECKPOINT``: PathCond on a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..rescale import RescaleReport, rescale
+from ..train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..train.config import ExperimentConfig, validate_config
+from ..train.methods import build_method, make_optimizer
+
+__all__ = ["model_from_checkpoint", "read_checkpoint", "rescale_checkpoint"]
+
+
+def read_checkpoint(source: str | Path) -> tuple[dict[str, Any], Path]:
+    """A verified checkpoint from a file, or the newest one of a run directory."""
+    p = Path(source)
+    if p.is_dir():
+        found = list_checkpoints(p)
+        if not found:
+            raise CheckpointError(f"{str(p)!r} is a directory without checkpoints "
+                                  "(expected a run directory or a checkpoint file)")
+        return latest_checkpoint(p), found[-1][1]
+    return load_checkpoint(p), p
+
+
+def _config(state: dict[str, Any], path: Path) -> ExperimentConfig:
+    try:
+        return validate_config(state["config"], f"config in {path}")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def model_from_checkpoint(state: dict[str, Any], path: Path
+                          ) -> tuple[nn.Module, tuple[int, ...], ExperimentConfig]:
+    """Rebuild the model of a checkpoint (zoo model + saved weights) on the CPU."""
+    from ..models import get_model, model_input_shape
+
+    cfg = _config(state, path)
+    model = get_model(cfg.model.name, **cfg.model.args)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: weights do not fit model "
+                              f"{cfg.model.name!r}: {str(exc).strip().splitlines()[0]}") from None
+    shape = tuple(model_input_shape(cfg.model.name, **cfg.model.args))
+    return model, shape, cfg
+
+
+def _default_out(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.pathcond.pt")
+
+
+def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
+                       solver: str = "newton", tol: float = 1e-10
+                       ) -> tuple[Path, RescaleReport]:
+    """Apply PathCond to a checkpoint's model, transport its optimizer state, and write the
+    result atomically to ``out`` (default ``<name>.pathcond.pt`` beside the input; a
+    checkpoint so named is never taken for an epoch checkpoint when resuming).
+
+    Training can continue from the new checkpoint by copying it over the run's newest
+    ``checkpoints/epoch_NNNN.pt``.
+    """
+    state, path = read_checkpoint(source)
+    model, shape, cfg = model_from_checkpoint(state, path)
+    if cfg.method.name == "weightfix":
+        raise ConfigError("rescaling a weight-fixing run would unfix its fixed weights; "
+                          "PathCond is not applied to such checkpoints")
+    target = Path(out) if out is not None else _default_out(path)
+    if target.exists() and target.is_dir():
+        target = target / _default_out(path).name
+    if not target.parent.is_dir():
+        raise ConfigError(f"output directory {str(target.parent)!r} does not exist")
+    method = build_method(cfg.method)
+    optimizer = method.build_optimizer(model, cfg.optimizer, shape)
+    if optimizer is None:
+        optimizer = make_optimizer(model.parameters(), cfg.optimizer)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: optimizer state does not fit: "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+    try:
+        report = rescale(model, shape, optimizer=optimizer, solver=solver,  # type: ignore[arg-type]
+                         tol=tol)
+    except ValueError as exc:
+        raise ConfigError(f"cannot rescale {str(path)!r}: "
+                          f"{str(exc).strip().splitlines()[0]}") from None
+    new = dict(state)
+    for key in ("format", "version", "digest"):
+        new.pop(key, None)
+    new["model"] = model.state_dict()
+    new["optimizer"] = optimizer.state_dict()
+    extra = dict(new.get("extra", {}))
+    extra["pathcond_rescale"] = {"source": str(path), "am_gm_before": report.am_gm_before,
+                                 "am_gm_after": report.am_gm_after, "sweeps": report.sweeps,
+                                 "converged": report.converged, "solver": solver}
+    new["extra"] = extra
+    with torch.no_grad():
+        save_checkpoint(target, new)
+    return target, report

@@ -1,0 +1,497 @@
+"""Experiment configurations: YAML files validated with pydantic.
+
+A configuration describes one training run (data, model, optimizer, method, schedule, output)
+and, optionally, the methods and seeds ``pathcond compare`` loops over. Every section
+rejects unknown keys; every error is turned into one line naming the offending key, e.g.
+``config.yaml: training.epochs: must be greater than 0 (got -3)`` or
+``config.yaml: unknown key 'training.epoch' (did you mean 'epochs'?)``.
+
+Example::
+
+    name: mnist-irregular
+    seed: 0
+    data: {name: mnist, limit: 10000}
+    model: {name: mlp, args: {widths: [784, 512, 32, 256, 16, 10]}}
+    optimizer: {name: sgd, lr: 0.05, momentum: 0.0}
+    training: {epochs: 5, batch_size: 128, target_accuracy: 0.95}
+    method: {name: pathcond, at_init: true}
+    compare: {methods: [baseline, pathcond], seeds: [0, 1]}
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from ..errors import ConfigError
+
+__all__ = [
+    "BaselineConfig", "CompareConfig", "DataConfig", "ENormConfig", "ExperimentConfig",
+    "GSGDConfig", "METHOD_NAMES", "MethodConfig", "ModelConfig", "OptimizerConfig",
+    "OutputConfig", "PathCondConfig", "PathSGDConfig", "TrainingConfig", "WeightFixConfig",
+    "apply_overrides", "load_config", "method_label", "parse_method", "validate_config",
+]
+
+
+class _Strict(BaseModel):
+    """Base of every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class DataConfig(_Strict):
+    """Which dataset, where it is, how it is split."""
+
+    name: str = Field("synthetic", description="mnist, fashion_mnist, cifar10, moons, digits, "
+                                               "synthetic")
+    root: str | None = Field(None, description="directory or file of the data, if not default")
+    val_fraction: float | None = Field(None, ge=0, lt=1,
+                                       description="share of the training set held out")
+    limit: PositiveInt | None = Field(None, description="keep this many training samples")
+    split_seed: int = Field(0, ge=0, description="seed of the split and the `limit` draw; "
+                                                 "fixed across training seeds")
+    task: Literal["classification", "autoencoding"] = "classification"
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="dataset-specific options (e.g. n, noise)")
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from ..data.registry import canonical_name
+
+        try:
+            return canonical_name(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class ModelConfig(_Strict):
+    """A zoo model (``pathcond models``) and its constructor arguments."""
+
+    name: str = "mlp"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from ..models import available_models
+
+        if value not in available_models():
+            raise ValueError(f"unknown model {value!r}; available: "
+                             f"{', '.join(available_models())}")
+        return value
+
+
+class OptimizerConfig(_Strict):
+    """The base optimizer (Path-SGD and G-SGD bring their own and use ``lr`` from here)."""
+
+    name: Literal["sgd", "adam"] = "sgd"
+    lr: PositiveFloat = 0.01
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-8
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in value):
+            raise ValueError(f"each beta must be in [0, 1), got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimizerConfig:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs name: sgd and momentum > 0")
+        return self
+
+
+class TrainingConfig(_Strict):
+    """Schedule of the training loop."""
+
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    eval_batch_size: PositiveInt = 1024
+    drop_last: bool = False
+    target_accuracy: float | None = Field(None, gt=0, le=1,
+                                          description="report the first epoch reaching it")
+    target_split: Literal["train", "val", "test"] = "train"
+    am_gm: bool = Field(True, description="log the AM/GM of the path magnitudes each epoch")
+    evaluate_test: bool = Field(True, description="evaluate on the test set each epoch")
+    threads: PositiveInt | None = Field(None, description="torch CPU threads (default: "
+                                        "torch's); results are bit-identical only for "
+                                        "the same number")
+
+
+class OutputConfig(_Strict):
+    """Where and what a run writes."""
+
+    dir: str | None = Field(None, description="run directory (default runs/<name>)")
+    keep_checkpoints: PositiveInt = Field(2, description="epoch checkpoints kept on disk")
+    tensorboard: bool = False
+    progress: bool = True
+    plot: bool = True
+    plot_format: Literal["png", "svg"] = "png"
+
+
+class BaselineConfig(_Strict):
+    """Plain training."""
+
+    name: Literal["baseline"] = "baseline"
+
+
+class PathCondConfig(_Strict):
+    """PathCond rescaling (paper section 4): at initialisation and/or periodically.
+
+    ``every_steps`` / ``every_epochs`` rescale periodically during training, transporting
+    the optimizer state; with ``am_gm_threshold`` a scheduled rescaling happens only if the
+    AM/GM of the path magnitudes exceeds it (checked every epoch when no period is given).
+    """
+
+    name: Literal["pathcond"] = "pathcond"
+    at_init: bool = True
+    every_steps: PositiveInt | None = None
+    every_epochs: PositiveInt | None = None
+    am_gm_threshold: float | None = Field(None, ge=1.0, allow_inf_nan=False)
+    solver: Literal["newton", "block", "coordinate"] = "newton"
+    tol: PositiveFloat = 1e-10
+    max_sweeps: PositiveInt = 1000
+
+    @model_validator(mode="after")
+    def _one_period(self) -> PathCondConfig:
+        if self.every_steps is not None and self.every_epochs is not None:
+            raise ValueError("give at most one of every_steps and every_epochs")
+        return self
+
+
+class ENormConfig(_Strict):
+    """ENorm / equinormalization (Stock et al. 2019): ``every`` SGD steps, one cycle."""
+
+    name: Literal["enorm"] = "enorm"
+    c: PositiveFloat = 1.0
+    p: PositiveFloat = 2.0
+    every: PositiveInt = 1
+    exclude_batchnorm: bool = True
+
+
+class PathSGDConfig(_Strict):
+    """Path-SGD (Neyshabur et al. 2015); ``options`` go to ``pathcond.optim.PathSGD``."""
+
+    name: Literal["pathsgd"] = "pathsgd"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GSGDConfig(_Strict):
+    """G-SGD (Meng et al. 2019); ``options`` go to ``pathcond.optim.GSGD``."""
+
+    name: Literal["gsgd"] = "gsgd"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WeightFixConfig(_Strict):
+    """Weight fixing (thesis section 3); ``options`` go to ``pathcond.optim.WeightFixing``."""
+
+    name: Literal["weightfix"] = "weightfix"
+    strategy: str | None = None
+    set_to_one: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+METHOD_NAMES: tuple[str, ...] = ("baseline", "pathcond", "enorm", "pathsgd", "gsgd", "weightfix")
+
+
+def _method_mapping(value: Any) -> Any:
+    """Accept ``"pathcond"`` as shorthand for ``{name: pathcond}``; check the name."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        if name is None:
+            raise ValueError(f"a method needs a name: one of {', '.join(METHOD_NAMES)}")
+        if name not in METHOD_NAMES:
+            raise ValueError(f"unknown method {name!r}; available: {', '.join(METHOD_NAMES)}")
+    return value
+
+
+MethodConfig = Annotated[
+    BaselineConfig | PathCondConfig | ENormConfig | PathSGDConfig | GSGDConfig | WeightFixConfig,
+    Field(discriminator="name"),
+    BeforeValidator(_method_mapping),
+]
+_METHOD_CLASSES: dict[str, type[BaseModel]] = {
+    "baseline": BaselineConfig, "pathcond": PathCondConfig, "enorm": ENormConfig,
+    "pathsgd": PathSGDConfig, "gsgd": GSGDConfig, "weightfix": WeightFixConfig,
+}
+
+
+class CompareConfig(_Strict):
+    """What ``pathcond compare`` loops over."""
+
+    methods: list[MethodConfig] = Field(default_factory=lambda: [BaselineConfig(),
+                                                                 PathCondConfig()])
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
+
+    @field_validator("methods")
+    @classmethod
+    def _non_empty_unique(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("give at least one method")
+        labels = [method_label(m) for m in value]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"method {dup[0]!r} is listed twice")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one seed")
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds repeat: {value}")
+        return value
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: everything a run needs, and the comparison grid."""
+
+    name: str = Field("run", min_length=1)
+    seed: int = Field(0, ge=0)
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    method: MethodConfig = Field(default_factory=BaselineConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        v = value.strip().lower()
+        ok = v in ("auto", "cpu", "cuda", "mps") or (
+            v.startswith("cuda:") and v[5:].isdigit())
+        if not ok:
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps; got {value!r}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in (".", ".."):
+            raise ValueError(f"name must not contain a path separator, got {value!r}")
+        return value
+
+    def run_dir(self) -> Path:
+        """The run directory: ``output.dir`` or ``runs/<name>``."""
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain (YAML-safe) dictionary with every default filled in."""
+        out: dict[str, Any] = self.model_dump(mode="json")
+        return out
+
+
+def method_label(method: Any) -> str:
+    """A short label for a method config: its name plus the options differing from defaults,
+    e.g. ``pathcond`` or ``pathcond[every_epochs=1]``."""
+    default = type(method)()
+    diffs = []
+    for key in type(method).model_fields:
+        if key == "name":
+            continue
+        value, base = getattr(method, key), getattr(default, key)
+        if value != base:
+            if isinstance(value, dict):
+                diffs.extend(f"{k}={v}" for k, v in sorted(value.items()) if base.get(k) != v)
+            else:
+                diffs.append(f"{key}={value}")
+    return f"{method.name}[{','.join(diffs)}]" if diffs else str(method.name)
+
+
+def parse_method(value: str | Mapping[str, Any]) -> Any:
+    """A method config from ``"pathcond"`` or a mapping such as ``{name: enorm, c: 0.5}``."""
+    try:
+        return ExperimentConfig.model_validate({"method": value}).method
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "method")) from None
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _fmt_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _location(loc: Sequence[int | str]) -> list[str]:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        # Discriminated unions insert the tag (the method's name) into the location.
+        prev = loc[i - 1] if i else None
+        if isinstance(item, str) and item in METHOD_NAMES and (
+                prev == "method" or (isinstance(prev, int) and "methods" in loc[:i])):
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + item)
+    return parts
+
+
+def _allowed_keys(loc: Sequence[int | str]) -> list[str]:
+    """The keys allowed at the parent of an unknown key (for 'did you mean')."""
+    cls: Any = ExperimentConfig
+    for item in loc[:-1]:
+        if isinstance(item, int):
+            continue
+        if isinstance(item, str) and item in _METHOD_CLASSES:
+            cls = _METHOD_CLASSES[item]
+            continue
+        field = getattr(cls, "model_fields", {}).get(item) if cls is not None else None
+        ann = None if field is None else field.annotation
+        cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(getattr(cls, "model_fields", {}))
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line for the first error of a pydantic ``ValidationError``, naming the key."""
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    if prefix:
+        loc = (prefix, *loc) if not loc or loc[0] != prefix else loc
+    key = "".join(_location(loc)) or "(top level)"
+    etype = err.get("type", "")
+    if etype == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        extra = f" (did you mean '{hint[0]}'?)" if hint else (
+            f" (allowed: {', '.join(allowed)})" if allowed else "")
+        return f"unknown key '{key}'{extra}"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    if etype == "missing":
+        return f"{key}: missing"
+    if etype == "union_tag_invalid":
+        return f"{key}: unknown method; available: {', '.join(METHOD_NAMES)}"
+    text = f"{key}: {msg[0].lower() + msg[1:] if msg else msg}"
+    if "input" in err and etype not in ("value_error", "assertion_error") \
+            and not isinstance(err["input"], dict):
+        text += f" (got {_fmt_value(err['input'])})"
+    return text
+
+
+def validate_config(data: Mapping[str, Any] | None, source: str = "config") -> ExperimentConfig:
+    """Validate a mapping as an :class:`ExperimentConfig`, raising a one-line ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, "
+                          f"got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every problem into a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist" if not p.exists()
+                          else f"config {str(p)!r} is not a file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {str(p)!r}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}:{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read, override (``key.sub=value`` strings) and validate a YAML experiment file."""
+    data = read_yaml(path)
+    return validate_config(apply_overrides(data, overrides), str(path))
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested mapping.
+
+    ``method=pathcond`` replaces the whole method; ``method.every_epochs=2`` sets one of its
+    options (turning a string shorthand into a mapping first).
+    """
+    out: dict[str, Any] = _deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. training.epochs=3)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        parts = key.split(".")
+        node: dict[str, Any] = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and parts[:i + 1] == ["method"]:
+                child = {"name": child}
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: '{'.'.join(parts[:i + 1])}' is not a "
+                                  "section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deepcopy(v) for v in value]
+    return value
+
+
+def finite(value: float | None) -> float | None:
+    """``value`` if it is a finite float, else ``None`` (for JSON-safe metrics)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
