@@ -1,0 +1,608 @@
+"""Rescaling graphs: groups of known structures, the signs of B, zoo hidden-unit counts and
+the refusal of operations that break the rescaling symmetry (SPEC sections 1-2, Table 1)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pathcond
+import pathcond.models as zoo
+from pathcond import UnsupportedModelError, check_support, parameter_log_scales, rescaling_graph
+
+
+def layer(graph, name: str):
+    (found,) = [li for li in graph.layers if li.name == name]
+    return found
+
+
+def groups_of(graph, name: str) -> list[int]:
+    return layer(graph, name).row_groups.tolist()
+
+
+def assert_partition(graph) -> None:
+    """group_members and row_groups describe the same partition of the hidden units."""
+    seen = set()
+    for g, members in enumerate(graph.group_members):
+        assert members, f"group {g} is empty"
+        for li, unit in members:
+            assert graph.layers[li].row_groups[unit].item() == g
+            assert (li, unit) not in seen
+            seen.add((li, unit))
+    rescaled = {(li, k) for li, lay in enumerate(graph.layers)
+                for k, g in enumerate(lay.row_groups.tolist()) if g >= 0}
+    assert rescaled == seen
+    assert graph.num_hidden_units == len(seen)
+    for lay in graph.layers:
+        assert lay.row_groups.dtype == torch.int64
+        assert lay.row_groups.shape == (lay.weight_shape[0],)
+        assert int(lay.row_groups.min()) >= -1 and int(lay.row_groups.max()) < graph.num_groups
+        assert lay.col_groups.dtype == torch.int64
+        assert int(lay.col_groups.min()) >= -1 and int(lay.col_groups.max()) < graph.num_groups
+
+
+# ------------------------------------------------------------------------- known structures
+def test_mlp_one_group_per_hidden_unit() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.ReLU(),
+                          nn.Linear(5, 2))
+    g = rescaling_graph(model, (3,))
+    assert_partition(g)
+    assert [lay.name for lay in g.layers] == ["0", "2", "4"]
+    assert g.num_groups == 9 and g.num_hidden_units == 9
+    assert all(len(m) == 1 for m in g.group_members)
+    h1, h2, out = (lay.row_groups.tolist() for lay in g.layers)
+    assert -1 not in h1 and -1 not in h2 and len(set(h1 + h2)) == 9
+    assert out == [-1, -1]  # output units are never rescaled
+    assert g.layers[0].col_groups.tolist() == [[-1, -1, -1]]  # input units neither
+    assert g.layers[1].col_groups.tolist() == [h1]
+    assert g.layers[2].col_groups.tolist() == [h2]
+    assert g.num_lifting_parameters == (3 * 4 + 4) + (4 * 5 + 5) + (5 * 2 + 2)
+    assert g.layers[0].weight_name == "0.weight" and g.layers[0].bias_name == "0.bias"
+    assert g.layers[0].batchnorm is None
+    report = check_support(model, (3,))
+    assert report.supported and report.reasons == () and report.num_groups == 9
+
+
+class ResidualNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 3, 3, padding=1)
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 3, 3, padding=1)
+        self.c = nn.Conv2d(3, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.b(F.relu(self.a(x))))
+        x = F.relu(self.c(x) + x)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_residual_ties_channels_of_both_summands() -> None:
+    g = rescaling_graph(ResidualNet(), (2, 5, 5))
+    assert_partition(g)
+    stem, a, b, c = (groups_of(g, n) for n in ("stem", "a", "b", "c"))
+    assert stem == b == c  # channel k of stem, b and c: one group (two additions chain)
+    assert len(set(stem)) == 3 and -1 not in stem
+    assert len(set(a)) == 4 and not set(a) & set(stem)
+    assert g.num_groups == 7 and g.num_hidden_units == 3 * 3 + 4
+    assert sorted(len(m) for m in g.group_members) == [1, 1, 1, 1, 3, 3, 3]
+    assert layer(g, "a").col_groups.tolist() == [stem]
+    assert layer(g, "b").col_groups.tolist() == [a]
+    assert layer(g, "fc").col_groups.tolist() == [stem]
+    assert groups_of(g, "fc") == [-1, -1]
+
+
+class ResidualToOutput(nn.Module):
+    """fc2's output is the network's output and is added to h: h's units are not rescaled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(x))
+        return self.fc2(h) + h
+
+
+class FeedsOutputAndLayer(nn.Module):
+    """h feeds a layer and is also returned: its units are output units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+        self.fc3 = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.fc1(x))
+        y = F.relu(self.fc2(h))
+        return self.fc3(y), h
+
+
+class CatToOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(x))
+        return torch.cat([self.fc2(h), h], dim=1)
+
+
+@pytest.mark.parametrize("cls", [ResidualToOutput, FeedsOutputAndLayer, CatToOutput])
+def test_unit_feeding_the_output_is_not_rescaled(cls) -> None:
+    model = cls()
+    g = rescaling_graph(model, (3,))
+    assert_partition(g)
+    assert groups_of(g, "fc1") == [-1] * 4
+    assert layer(g, "fc2").col_groups.tolist() == [[-1] * 4]
+    if cls is FeedsOutputAndLayer:
+        assert g.num_groups == 2 and -1 not in groups_of(g, "fc2")
+    else:
+        assert g.num_groups == 0
+
+
+class ChannelCat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(1, 3, 1)
+        self.c = nn.Conv2d(5, 2, 3)
+        self.fc = nn.Linear(2 * 2 * 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=1)
+        return self.fc(torch.flatten(F.relu(self.c(h)), 1))
+
+
+def test_channel_concatenation() -> None:
+    g = rescaling_graph(ChannelCat(), (1, 4, 4))
+    assert_partition(g)
+    a, b = groups_of(g, "a"), groups_of(g, "b")
+    assert len(set(a + b)) == 5 and -1 not in a + b
+    assert layer(g, "c").col_groups.tolist() == [a + b]
+
+
+class SpatialCat(nn.Module):
+    """Two branches concatenated along the width, then one convolution over the result:
+    channel k of both branches meets the same kernel, so they must scale together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.b = nn.Conv2d(1, 2, 1)
+        self.c = nn.Conv2d(2, 2, 3)
+        self.fc = nn.Linear(2 * 2 * 6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=3)
+        return self.fc(torch.flatten(F.relu(self.c(h)), 1))
+
+
+def test_spatial_concatenation_ties_channels() -> None:
+    """SPEC section 1: units tied by a concatenation form one rescaling group."""
+    g = rescaling_graph(SpatialCat(), (1, 4, 4))
+    assert_partition(g)
+    assert groups_of(g, "a") == groups_of(g, "b")
+    assert len(set(groups_of(g, "a"))) == 2
+
+
+class FlattenNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 2)
+        self.fc1 = nn.Linear(3 * 2 * 3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.flatten(F.relu(self.conv(x)), 1)
+        return self.fc2(F.relu(self.fc1(h)))
+
+
+def test_flatten_maps_positions_to_their_channel_group() -> None:
+    g = rescaling_graph(FlattenNet(), (1, 3, 4))
+    assert_partition(g)
+    conv = groups_of(g, "conv")
+    assert len(set(conv)) == 3
+    cols = layer(g, "fc1").col_groups
+    assert cols.shape == (1, 18)
+    assert cols.tolist() == [[conv[c] for c in range(3) for _ in range(2 * 3)]]
+    assert g.num_hidden_units == 3 + 4
+
+
+class UnflattenConv(nn.Module):
+    """Linear features reshaped into channels and convolved: a channel is fed by the units
+    of several Linear outputs, which must then share one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 8)
+        self.conv = nn.Conv1d(2, 2, 2)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc(x)).view(-1, 2, 4)
+        return self.out(torch.flatten(F.relu(self.conv(h)), 1))
+
+
+def test_reshape_into_channels_ties_units() -> None:
+    """SPEC section 1: units tied by a reshape (here: fc's units 0-3 become channel 0, 4-7
+    channel 1, each convolved with one shared kernel) must be scaled together."""
+    g = rescaling_graph(UnflattenConv(), (3,))
+    assert_partition(g)
+    fc = groups_of(g, "fc")
+    assert len(set(fc[:4])) == 1 and len(set(fc[4:])) == 1 and fc[0] != fc[4]
+
+
+def test_batchnorm_layers_record_their_batchnorm() -> None:
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.BatchNorm1d(4), nn.ReLU(),
+                          nn.Linear(4, 2))
+    g = rescaling_graph(model, (3,))
+    assert_partition(g)
+    assert g.layers[0].batchnorm == "1" and g.layers[1].batchnorm is None
+    assert g.num_groups == 4
+    # folded form: a bias per unit even though the Linear has none
+    assert g.num_lifting_parameters == 3 * 4 + 4 + 4 * 2 + 2
+
+
+# ------------------------------------------------------------------------------- B signs
+def dense_b(model: nn.Module, graph) -> tuple[torch.Tensor, list[tuple[str, tuple]]]:
+    """B (G x H) of a plain MLP built by hand from SPEC section 2, rows in the order of
+    ``model.named_parameters()`` flattened; hidden unit (layer i, unit k) -> its group."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    names = {id(m): n for n, m in model.named_modules()}
+    group = {}
+    for g, members in enumerate(graph.group_members):
+        for li, unit in members:
+            group[(graph.layers[li].name, unit)] = g
+    rows: list[tuple[str, tuple]] = []
+    b_rows = []
+    for i, lin in enumerate(linears):
+        name = names[id(lin)]
+        prev = names[id(linears[i - 1])] if i > 0 else None
+        for k in range(lin.out_features):
+            for j in range(lin.in_features):
+                r = torch.zeros(graph.num_groups, dtype=torch.float64)
+                if (name, k) in group:
+                    r[group[(name, k)]] += 1  # incoming weight of unit k
+                if prev is not None and (prev, j) in group:
+                    r[group[(prev, j)]] -= 1  # outgoing weight of unit j
+                rows.append((f"{name}.weight", (k, j)))
+                b_rows.append(r)
+        for k in range(lin.out_features):
+            r = torch.zeros(graph.num_groups, dtype=torch.float64)
+            if (name, k) in group:
+                r[group[(name, k)]] += 1
+            rows.append((f"{name}.bias", (k,)))
+            b_rows.append(r)
+    return torch.stack(b_rows), rows
+
+
+def tiny_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU(),
+                         nn.Linear(2, 1)).double()
+
+
+def test_parameter_log_scales_match_dense_b() -> None:
+    model = tiny_mlp()
+    g = rescaling_graph(model, (2,))
+    b, rows = dense_b(model, g)
+    assert b.shape == (g.num_lifting_parameters, g.num_groups) == (9 + 8 + 3, 5)
+    # every hidden unit: +1 on its incoming weights and bias, -1 on its outgoing weights
+    u = torch.randn(g.num_groups, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    bu = b @ u
+    scales = parameter_log_scales(g, u)
+    params = dict(model.named_parameters())
+    for r, (name, idx) in enumerate(rows):
+        got = scales[name].expand_as(params[name])[idx] if name in scales else torch.tensor(0.0)
+        assert float(got) == pytest.approx(float(bu[r]), abs=1e-15), (name, idx)
+    # unit vectors: column h of B, exactly
+    for h in range(g.num_groups):
+        e = torch.zeros(g.num_groups, dtype=torch.float64)
+        e[h] = 1.0
+        scales = parameter_log_scales(g, e)
+        col = torch.stack([scales[n].expand_as(params[n])[i] if n in scales
+                           else torch.tensor(0.0, dtype=torch.float64) for n, i in rows])
+        assert torch.equal(col, b[:, h])
+
+
+def test_apply_rescaling_is_exp_b_u_times_theta() -> None:
+    model = tiny_mlp()
+    g = rescaling_graph(model, (2,))
+    b, rows = dense_b(model, g)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    u = torch.randn(g.num_groups, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    pathcond.apply_rescaling(model, g, u)
+    after = {n: p.detach() for n, p in model.named_parameters()}
+    factors = torch.exp(b @ u)
+    for r, (name, idx) in enumerate(rows):
+        assert float(after[name][idx]) == pytest.approx(
+            float(before[name][idx] * factors[r]), rel=1e-14)
+
+
+def test_batchnorm_log_scales_convention() -> None:
+    """Linear -> BatchNorm -> ReLU: the unit is rescaled through gamma and beta; the
+    Linear's rows are left alone (SPEC section 2), the next layer takes -u."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2),
+                          nn.BatchNorm1d(2), nn.ReLU(), nn.Linear(2, 1)).double()
+    g = rescaling_graph(model, (3,))
+    u = torch.arange(1.0, g.num_groups + 1, dtype=torch.float64)
+    scales = parameter_log_scales(g, u)
+    params = dict(model.named_parameters())
+    rows1 = u[torch.tensor(groups_of(g, "0"))]
+    rows2 = u[torch.tensor(groups_of(g, "3"))]
+    full = {n: scales[n].expand_as(params[n]) if n in scales else torch.zeros_like(params[n])
+            for n in params}
+    assert torch.equal(full["0.weight"], torch.zeros(4, 3, dtype=torch.float64))
+    assert torch.equal(full["0.bias"], torch.zeros(4, dtype=torch.float64))
+    assert torch.equal(full["1.weight"], rows1) and torch.equal(full["1.bias"], rows1)
+    assert torch.equal(full["3.weight"], -rows1.expand(2, 4))
+    assert torch.equal(full["4.weight"], rows2) and torch.equal(full["4.bias"], rows2)
+    assert torch.equal(full["6.weight"], -rows2.expand(1, 2))
+    assert torch.equal(full["6.bias"], torch.zeros(1, dtype=torch.float64))
+
+
+def test_log_scales_of_wrong_size_rejected() -> None:
+    model = tiny_mlp()
+    g = rescaling_graph(model, (2,))
+    with pytest.raises(ValueError):
+        parameter_log_scales(g, torch.zeros(g.num_groups + 1, dtype=torch.float64))
+
+
+# -------------------------------------------------------------------------- model zoo
+ZOO = [("resnet18", 4800, 2880), ("resnet34", 8512, 4736), ("alexnet", 9344, 9344),
+       ("cifar_nv", 1792, 1792)]
+SLOW_ZOO = [("resnet50", 26560, None), ("vgg16", 12416, 12416)]
+
+
+def _zoo_graph(name: str):
+    model = zoo.get_model(name)
+    return model, rescaling_graph(model, zoo.model_input_shape(name))
+
+
+@pytest.mark.parametrize(("name", "hidden", "groups"), ZOO)
+def test_zoo_hidden_units(name: str, hidden: int, groups: int | None) -> None:
+    model, g = _zoo_graph(name)
+    assert g.num_hidden_units == hidden
+    if groups is not None:
+        assert g.num_groups == groups
+    # layers of the zoo before a BatchNorm have no bias: the fold keeps every parameter
+    # but the BatchNorm scales gamma
+    gammas = sum(m.num_features for m in model.modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    assert g.num_lifting_parameters == sum(p.numel() for p in model.parameters()) - gammas
+
+
+def test_resnet18_groups() -> None:
+    """Each stage's block outputs (and downsample or stem) form groups of 3 channels."""
+    _, g = _zoo_graph("resnet18")
+    assert_partition(g)
+    sizes = sorted(len(m) for m in g.group_members)
+    assert sizes.count(3) == 64 + 128 + 256 + 512
+    assert sizes.count(1) == 2 * (64 + 128 + 256 + 512)
+    assert groups_of(g, "conv1") == groups_of(g, "layer1.0.conv2") == groups_of(
+        g, "layer1.1.conv2")
+    assert groups_of(g, "layer2.0.downsample.0") == groups_of(g, "layer2.1.conv2")
+    assert groups_of(g, "fc") == [-1] * 1000
+    assert layer(g, "layer1.0.conv1").batchnorm == "layer1.0.bn1"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "hidden", "groups"), SLOW_ZOO)
+def test_zoo_hidden_units_slow(name: str, hidden: int, groups: int | None) -> None:
+    _, g = _zoo_graph(name)
+    assert g.num_hidden_units == hidden
+    if groups is not None:
+        assert g.num_groups == groups
+
+
+# -------------------------------------------------------------------- unsupported models
+class Wrap(nn.Module):
+    """Linear -> <middle> -> Linear with the middle module named ``act``."""
+
+    def __init__(self, middle: nn.Module, width: int = 4):
+        super().__init__()
+        self.fc1 = nn.Linear(3, width)
+        self.act = middle
+        self.fc2 = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SoftmaxInside(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.softmax(self.fc1(x), dim=1))
+
+
+class Attention(nn.Module):
+    """Attention through F.scaled_dot_product_attention (otherwise supported operations)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Conv1d(4, 4, 1)
+        self.k = nn.Conv1d(4, 4, 1)
+        self.v = nn.Conv1d(4, 4, 1)
+        self.fc = nn.Linear(4 * 3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x))
+        return self.fc(torch.flatten(h, 1))
+
+
+class MHA(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.fc = nn.Linear(4 * 3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.attn(x, x, x)
+        return self.fc(torch.flatten(h, 1))
+
+
+class SharedLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Linear(4, 4)
+        self.inp = nn.Linear(3, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.shared(F.relu(self.inp(x))))
+        return self.out(F.relu(self.shared(h)))
+
+
+class RawParameter(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.secret_matrix = nn.Parameter(torch.randn(4, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(x)) @ self.secret_matrix
+
+
+class ControlFlow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if h.sum() > 0:
+            h = F.relu(h)
+        return self.fc2(h)
+
+
+class AddConstant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x) + 1.0))
+
+
+class LooseBatchNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.loose_bn = nn.BatchNorm1d(4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.loose_bn(F.relu(self.fc1(x))))
+
+
+UNSUPPORTED = {
+    # name: (model factory, input shape, patterns that must all appear in the message)
+    "gelu": (lambda: Wrap(nn.GELU()), (3,), ["'act'", "GELU"]),
+    "silu": (lambda: Wrap(nn.SiLU()), (3,), ["'act'", "SiLU"]),
+    "sigmoid": (lambda: Wrap(nn.Sigmoid()), (3,), ["'act'", "Sigmoid"]),
+    "tanh": (lambda: Wrap(nn.Tanh()), (3,), ["'act'", "Tanh"]),
+    "softmax": (SoftmaxInside, (3,), ["softmax"]),
+    "layernorm": (lambda: Wrap(nn.LayerNorm(4)), (3,), ["'act'", "LayerNorm"]),
+    "sdpa": (Attention, (4, 3), ["attention"]),
+    "multihead_attention": (MHA, (3, 4), ["attn", "MultiheadAttention"]),
+    "shared_linear": (SharedLinear, (3,), ["'shared'", "(more than once|shared|twice)"]),
+    "raw_parameter": (RawParameter, (3,), ["secret_matrix"]),
+    "control_flow": (ControlFlow, (3,), ["ControlFlow", "(control flow|trace)"]),
+    "add_constant": (AddConstant, (3,), ["add", "constant"]),
+    "loose_batchnorm": (LooseBatchNorm, (3,), ["'loose_bn'", "BatchNorm1d"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSUPPORTED))
+def test_unsupported_models_refused_with_named_cause(case: str) -> None:
+    factory, shape, patterns = UNSUPPORTED[case]
+    model = factory()
+    with pytest.raises(UnsupportedModelError) as info:
+        rescaling_graph(model, shape)
+    message = str(info.value)
+    for pattern in patterns:
+        assert re.search(pattern, message, flags=re.IGNORECASE), (pattern, message)
+    # the quantities built on the graph refuse too
+    with pytest.raises(UnsupportedModelError):
+        pathcond.path_norm(model, shape)
+    report = check_support(model, shape)
+    assert not report.supported and report.reasons
+    assert any(all(re.search(p, r, flags=re.IGNORECASE) for p in patterns)
+               for r in report.reasons), report.reasons
+
+
+class ManyProblems(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.gelu_mod = nn.GELU()
+        self.fc2 = nn.Linear(4, 4)
+        self.norm_mod = nn.LayerNorm(4)
+        self.fc3 = nn.Linear(4, 4)
+        self.tanh_mod = nn.Tanh()
+        self.fc4 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.gelu_mod(self.fc1(x))
+        b = self.norm_mod(self.fc2(a))
+        c = torch.sigmoid(self.tanh_mod(self.fc3(b)))
+        return self.fc4(c)
+
+
+def test_check_support_reports_every_reason_without_raising() -> None:
+    report = check_support(ManyProblems(), (3,))
+    assert not report.supported
+    text = "\n".join(report.reasons)
+    for name in ("gelu_mod", "norm_mod", "tanh_mod", "sigmoid"):
+        assert name in text, text
+    assert len(report.reasons) >= 4
+    assert "gelu_mod" in str(report)
+    with pytest.raises(UnsupportedModelError, match="gelu_mod"):
+        rescaling_graph(ManyProblems(), (3,))
+
+
+class ParallelProblems(nn.Module):
+    """Independent branches: the problems do not sit downstream of one another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.branch_gelu = nn.GELU()
+        self.branch_silu = nn.SiLU()
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        return self.fc2(self.branch_gelu(h) + self.branch_silu(h) + 2.0)
+
+
+def test_check_support_parallel_reasons() -> None:
+    report = check_support(ParallelProblems(), (3,))
+    assert not report.supported
+    text = "\n".join(report.reasons)
+    assert "branch_gelu" in text and "branch_silu" in text
+
+
+def test_supported_activations_and_shape_ops_accepted() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(0.1), nn.Dropout(0.2),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Identity(), nn.Linear(8, 2),
+                          nn.ReLU(), nn.Linear(2, 1))
+    report = check_support(model, (1, 6, 6))
+    assert report.supported, report.reasons
+    assert report.num_groups == 4 and report.num_hidden_units == 4
