@@ -98,6 +98,7 @@ class _LayerDraft:
     col_units: torch.Tensor
     op_index: int
     batchnorm: str | None = None
+    batchnorm_affine: bool = True
     conv_dims: int = 0
     conv_args: dict[str, Any] = field(default_factory=dict)
 
@@ -407,6 +408,7 @@ class _Builder:
         if draft.batchnorm is not None:
             raise _Skip(f"module '{name}' follows another BatchNorm")
         draft.batchnorm = name
+        draft.batchnorm_affine = bool(module.affine)
         if not module.affine:  # nothing to carry the unit's scale: never rescale it
             for u in draft.row_units.tolist():
                 self.uf.union(FIXED, u)
@@ -538,7 +540,7 @@ class _Builder:
                      bias_name=f"{d.name}.bias" if bias is not None else None,
                      batchnorm=d.batchnorm, weight_shape=tuple(weight.shape),
                      row_groups=rows, col_groups=d.col_units, conv_dims=d.conv_dims,
-                     conv_args=dict(d.conv_args))
+                     conv_args=dict(d.conv_args), batchnorm_affine=d.batchnorm_affine)
 
 
 class _Skip(Exception):

@@ -58,6 +58,7 @@ class Layer:
     col_groups: torch.Tensor
     conv_dims: int = 0
     conv_args: dict[str, Any] = field(default_factory=dict)
+    batchnorm_affine: bool = True
 
     @property
     def out_units(self) -> int:

@@ -192,3 +192,10 @@ def total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
     except OverflowError:
         return math.inf
     return value
+
+
+def total_differentiable(graph: RescalingGraph, weights: Sequence[torch.Tensor],
+                         biases: Sequence[torch.Tensor | None], *, power: float) -> torch.Tensor:
+    """``N`` as a differentiable tensor (may overflow: for the case ``N = 0`` only)."""
+    outs = _outputs(graph, weights, biases, power)
+    return torch.stack([_times_power_of_two(o.value.sum(), o.exponent) for o in outs]).sum()

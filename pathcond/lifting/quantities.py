@@ -12,25 +12,28 @@ import torch
 from torch import nn
 
 from ..graph import RescalingGraph, rescaling_graph
-from .network import log_total, total
+from .network import log_total, total, total_differentiable
 from .parameters import LiftingParameters, lifting_parameters
 
 
 @dataclass(frozen=True)
 class Magnitudes:
-    """Path magnitudes ``m_i = sum_{p through i} prod_{j in p, j != i} theta_j^2`` stored as
-    ``m / N`` (``N`` the squared L2 path-norm) per layer, with ``log N``: exact even where
-    ``m`` overflows float64. Scale does not matter to PathCond, so solvers use ``m / N``."""
+    """Path magnitudes ``m_i = sum_{p through i} prod_{j in p, j != i} theta_j^2`` per layer,
+    stored as ``m * exp(-log_scale)``: ``log_scale = log N`` (``N = ||Phi||_2^2``) so values
+    stay finite where ``m`` overflows float64, or 0 when ``N = 0`` (every path is zero, yet
+    magnitudes need not be). Scale does not matter to PathCond, so solvers use them as is."""
 
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor | None, ...]
+    log_scale: float
     log_norm_sq: float
 
     def absolute(self) -> Magnitudes:
         """The magnitudes themselves (``inf`` with a warning where they overflow)."""
-        factor = _exp_or_inf(self.log_norm_sq, "path magnitudes")
+        factor = _exp_or_inf(self.log_scale, "path magnitudes")
         return Magnitudes(tuple(w * factor for w in self.weights),
-                          tuple(None if b is None else b * factor for b in self.biases), 0.0)
+                          tuple(None if b is None else b * factor for b in self.biases), 0.0,
+                          self.log_norm_sq)
 
 
 def _exp_or_inf(log_value: float, what: str) -> float:
@@ -64,15 +67,17 @@ def magnitudes_of(graph: RescalingGraph, params: LiftingParameters) -> Magnitude
                  for b in params.biases]
     log_n = log_total(graph, squares_w, squares_b, power=2.0)
     leaves = squares_w + [b for b in squares_b if b is not None]
-    if not bool(torch.isfinite(log_n)):
-        zeros_w = tuple(torch.zeros_like(w) for w in squares_w)
-        zeros_b = tuple(None if b is None else torch.zeros_like(b) for b in squares_b)
-        return Magnitudes(zeros_w, zeros_b, float(log_n))
-    grads = torch.autograd.grad(log_n, leaves)
+    if bool(torch.isfinite(log_n)):
+        grads, log_scale = torch.autograd.grad(log_n, leaves), float(log_n.detach())
+    else:  # N = 0: differentiate N itself; m = dN/ds is still well defined
+        n = total_differentiable(graph, squares_w, squares_b, power=2.0)
+        grads, log_scale = torch.autograd.grad(n, leaves, allow_unused=True), 0.0
+        grads = tuple(torch.zeros_like(x) if g is None else g
+                      for g, x in zip(grads, leaves, strict=True))
     gw = tuple(g.detach() for g in grads[: len(squares_w)])
     it = iter(grads[len(squares_w):])
     gb = tuple(None if b is None else next(it).detach() for b in squares_b)
-    return Magnitudes(gw, gb, float(log_n.detach()))
+    return Magnitudes(gw, gb, log_scale, float(log_n.detach()))
 
 
 def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, *,

@@ -53,8 +53,9 @@ def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
                 out[layer.bias_name] = rows
         else:
             out[layer.weight_name] = -cols
-            out[f"{layer.batchnorm}.weight"] = rows
-            out[f"{layer.batchnorm}.bias"] = rows
+            if layer.batchnorm_affine:  # without affine parameters the units are never rescaled
+                out[f"{layer.batchnorm}.weight"] = rows
+                out[f"{layer.batchnorm}.bias"] = rows
     return out
 
 
