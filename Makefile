@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev,experiments]'
+	$(PY) -m pip install --quiet -e '.[dev,experiments,lightning]'
 	touch $(STAMP)
 
 install: $(STAMP)

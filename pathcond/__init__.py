@@ -17,6 +17,7 @@ from .lifting import lifting_parameters, num_paths, path_magnitudes, path_norm
 from .rescale import (
     CriterionValue,
     DeadGroup,
+    PathCondSchedule,
     RescaleReport,
     apply_rescaling,
     criterion,
@@ -27,7 +28,8 @@ from .rescale import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "ConfigError", "CriterionValue", "DeadGroup", "RescaleReport",
+    "CheckpointError", "ConfigError", "CriterionValue", "DeadGroup", "PathCondSchedule",
+    "RescaleReport",
     "criterion", "rescale", "DatasetNotFoundError", "NonFiniteParameterError",
     "PathcondError", "RescalingGraph", "SupportReport", "UnsupportedModelError",
     "apply_rescaling", "check_support", "lifting_parameters", "num_paths",

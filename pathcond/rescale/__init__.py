@@ -3,6 +3,8 @@ the PathCond rescaling itself."""
 
 from .apply import apply_rescaling, parameter_log_scales, transport_optimizer_state
 from .pathcond import CriterionValue, DeadGroup, RescaleReport, build_problem, criterion, rescale
+from .schedule import PathCondSchedule, ScheduleEvent
 
-__all__ = ["CriterionValue", "DeadGroup", "RescaleReport", "apply_rescaling", "build_problem",
-           "criterion", "parameter_log_scales", "rescale", "transport_optimizer_state"]
+__all__ = ["CriterionValue", "DeadGroup", "PathCondSchedule", "RescaleReport", "ScheduleEvent",
+           "apply_rescaling", "build_problem", "criterion", "parameter_log_scales", "rescale",
+           "transport_optimizer_state"]
