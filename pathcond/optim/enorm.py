@@ -128,7 +128,7 @@ class ENorm:
         self.exclude_batchnorm = bool(exclude_batchnorm)
         self.schedule: Schedule = schedule
         self.structure = Structure(model, graph)
-        self._included = tuple(s.variant and not (self.exclude_batchnorm and s.batchnorm)
+        self._included = tuple(not (self.exclude_batchnorm and s.batchnorm)
                                for s in self.structure.slots)
         self._weights = tuple(self.c ** s.depth for s in self.structure.slots)
         self._in_reduce = tuple(self._incoming_reduce(s) for s in self.structure.slots)

@@ -50,7 +50,7 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, input_shape, steps
             optimizer.zero_grad()
             loss = ((model(x) - y) ** 2).mean()
             loss.backward()
-            return float(loss)
+            return float(loss.detach())
         if use_closure:
             losses.append(float(optimizer.step(closure)))
         else:
