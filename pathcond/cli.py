@@ -79,7 +79,7 @@ def _parse_kwargs(items: list[str] | None, what: str = "--arg") -> dict[str, obj
     return out
 
 
-def _build_model(name: str, args: list[str] | None):  # type: ignore[no-untyped-def]
+def _build_model(name: str, args: list[str] | None) -> tuple[Any, tuple[int, ...]]:
     from .models import get_model, model_input_shape
 
     kwargs = _parse_kwargs(args)

@@ -74,8 +74,11 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
     state, path = read_checkpoint(source)
     model, shape, cfg = model_from_checkpoint(state, path)
     if cfg.method.name == "weightfix":
-        raise ConfigError("rescaling a weight-fixing run would unfix its fixed weights; "
+        raise ConfigError("rescaling a weight-fixing run would move its fixed weights; "
                           "PathCond is not applied to such checkpoints")
+    if cfg.method.name == "gsgd":
+        raise ConfigError("G-SGD runs in G-space, which rescalings leave invariant; PathCond "
+                          "would not change its training, so it is not applied")
     target = Path(out) if out is not None else _default_out(path)
     if target.exists() and target.is_dir():
         target = target / _default_out(path).name

@@ -96,7 +96,10 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically replace ``path`` by ``data``."""
-    return atomic_write(path, lambda f: f.write(data))
+    def write(f: io.BufferedWriter) -> None:
+        f.write(data)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -61,14 +61,15 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 class DataConfig(_Strict):
     """Which dataset, where it is, how it is split."""
 
-    name: str = Field("synthetic", description="mnist, fashion_mnist, cifar10, moons, digits, "
-                                               "synthetic")
-    root: str | None = Field(None, description="directory or file of the data, if not default")
-    val_fraction: float | None = Field(None, ge=0, lt=1,
+    name: str = Field(default="synthetic",
+                      description="mnist, fashion_mnist, cifar10, moons, digits, synthetic")
+    root: str | None = Field(default=None,
+                             description="directory or file of the data, if not default")
+    val_fraction: float | None = Field(default=None, ge=0, lt=1,
                                        description="share of the training set held out")
-    limit: PositiveInt | None = Field(None, description="keep this many training samples")
-    split_seed: int = Field(0, ge=0, description="seed of the split and the `limit` draw; "
-                                                 "fixed across training seeds")
+    limit: PositiveInt | None = Field(default=None, description="keep this many training samples")
+    split_seed: int = Field(default=0, ge=0, description="seed of the split and the `limit` "
+                                                         "draw; fixed across training seeds")
     task: Literal["classification", "autoencoding"] = "classification"
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="dataset-specific options (e.g. n, noise)")
@@ -106,7 +107,7 @@ class OptimizerConfig(_Strict):
 
     name: Literal["sgd", "adam"] = "sgd"
     lr: PositiveFloat = 0.01
-    momentum: float = Field(0.0, ge=0, lt=1)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -133,21 +134,21 @@ class TrainingConfig(_Strict):
     batch_size: PositiveInt = 128
     eval_batch_size: PositiveInt = 1024
     drop_last: bool = False
-    target_accuracy: float | None = Field(None, gt=0, le=1,
+    target_accuracy: float | None = Field(default=None, gt=0, le=1,
                                           description="report the first epoch reaching it")
     target_split: Literal["train", "val", "test"] = "train"
-    am_gm: bool = Field(True, description="log the AM/GM of the path magnitudes each epoch")
-    evaluate_test: bool = Field(True, description="evaluate on the test set each epoch")
-    threads: PositiveInt | None = Field(None, description="torch CPU threads (default: "
-                                        "torch's); results are bit-identical only for "
-                                        "the same number")
+    am_gm: bool = Field(default=True, description="log the AM/GM of the path magnitudes each epoch")
+    evaluate_test: bool = Field(default=True, description="evaluate on the test set each epoch")
+    threads: PositiveInt | None = Field(
+        default=None, description="torch CPU threads (default: torch's); results are "
+                                  "bit-identical only for the same number")
 
 
 class OutputConfig(_Strict):
     """Where and what a run writes."""
 
-    dir: str | None = Field(None, description="run directory (default runs/<name>)")
-    keep_checkpoints: PositiveInt = Field(2, description="epoch checkpoints kept on disk")
+    dir: str | None = Field(default=None, description="run directory (default runs/<name>)")
+    keep_checkpoints: PositiveInt = Field(default=2, description="epoch checkpoints kept on disk")
     tensorboard: bool = False
     progress: bool = True
     plot: bool = True
@@ -161,18 +162,18 @@ class BaselineConfig(_Strict):
 
 
 class PathCondConfig(_Strict):
-    """PathCond rescaling (paper section 4): at initialisation and/or periodically.
-
-    ``every_steps`` / ``every_epochs`` rescale periodically during training, transporting
-    the optimizer state; with ``am_gm_threshold`` a scheduled rescaling happens only if the
-    AM/GM of the path magnitudes exceeds it (checked every epoch when no period is given).
-    """
+    """PathCond rescaling (paper section 4) with :class:`pathcond.rescale.PathCondSchedule`:
+    at initialisation (``at_init``), every ``every_steps`` optimizer steps or every
+    ``every_epochs`` epochs, and whenever the AM/GM of the path magnitudes exceeds
+    ``am_gm_threshold`` (checked every ``check_every`` steps). The optimizer state is
+    transported at each rescaling."""
 
     name: Literal["pathcond"] = "pathcond"
     at_init: bool = True
     every_steps: PositiveInt | None = None
     every_epochs: PositiveInt | None = None
-    am_gm_threshold: float | None = Field(None, ge=1.0, allow_inf_nan=False)
+    am_gm_threshold: float | None = Field(default=None, ge=1.0, allow_inf_nan=False)
+    check_every: PositiveInt = 1
     solver: Literal["newton", "block", "coordinate"] = "newton"
     tol: PositiveFloat = 1e-10
     max_sweeps: PositiveInt = 1000
@@ -184,37 +185,47 @@ class PathCondConfig(_Strict):
         return self
 
 
+Strategy = Literal["skeleton", "hungarian", "largest"]
+
+
 class ENormConfig(_Strict):
-    """ENorm / equinormalization (Stock et al. 2019): ``every`` SGD steps, one cycle."""
+    """ENorm / equinormalization (Stock et al. 2019): one balancing cycle every ``every``
+    optimizer steps (paper), or every ``every_epochs`` epochs instead (the public code in
+    the PathCond experiments)."""
 
     name: Literal["enorm"] = "enorm"
     c: PositiveFloat = 1.0
     p: PositiveFloat = 2.0
     every: PositiveInt = 1
+    every_epochs: PositiveInt | None = None
     exclude_batchnorm: bool = True
+    schedule: Literal["layers", "colours"] = "layers"
 
 
 class PathSGDConfig(_Strict):
-    """Path-SGD (Neyshabur et al. 2015); ``options`` go to ``pathcond.optim.PathSGD``."""
+    """Path-SGD (Neyshabur et al. 2015): ``w <- w - lr g / (m + eps)``; uses ``optimizer.lr``
+    and ``optimizer.momentum`` (``optimizer.name`` must be sgd)."""
 
     name: Literal["pathsgd"] = "pathsgd"
-    options: dict[str, Any] = Field(default_factory=dict)
+    eps: NonNegativeFloat = 0.0
 
 
 class GSGDConfig(_Strict):
-    """G-SGD (Meng et al. 2019); ``options`` go to ``pathcond.optim.GSGD``."""
+    """G-SGD (Meng et al. 2019): SGD (``optimizer.name: sgd``, with its lr and momentum) on
+    the basis-path values; with ``optimizer.name: adam``, Adam in G-space (thesis)."""
 
     name: Literal["gsgd"] = "gsgd"
-    options: dict[str, Any] = Field(default_factory=dict)
+    strategy: Strategy = "skeleton"
+    set_to_one: bool = True
 
 
 class WeightFixConfig(_Strict):
-    """Weight fixing (thesis section 3); ``options`` go to ``pathcond.optim.WeightFixing``."""
+    """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed
+    (optionally set to +-1 first); the rest trained by the configured optimizer."""
 
     name: Literal["weightfix"] = "weightfix"
-    strategy: str | None = None
+    strategy: Strategy = "skeleton"
     set_to_one: bool = True
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 METHOD_NAMES: tuple[str, ...] = ("baseline", "pathcond", "enorm", "pathsgd", "gsgd", "weightfix")
@@ -244,11 +255,14 @@ _METHOD_CLASSES: dict[str, type[BaseModel]] = {
 }
 
 
+def _default_methods() -> list[Any]:
+    return [BaselineConfig(), PathCondConfig()]
+
+
 class CompareConfig(_Strict):
     """What ``pathcond compare`` loops over."""
 
-    methods: list[MethodConfig] = Field(default_factory=lambda: [BaselineConfig(),
-                                                                 PathCondConfig()])
+    methods: list[MethodConfig] = Field(default_factory=lambda: _default_methods())
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0])
 
     @field_validator("methods")
@@ -275,16 +289,16 @@ class CompareConfig(_Strict):
 class ExperimentConfig(_Strict):
     """One experiment: everything a run needs, and the comparison grid."""
 
-    name: str = Field("run", min_length=1)
-    seed: int = Field(0, ge=0)
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    method: MethodConfig = Field(default_factory=BaselineConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    compare: CompareConfig = Field(default_factory=CompareConfig)
+    name: str = Field(default="run", min_length=1)
+    seed: int = Field(default=0, ge=0)
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    optimizer: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig())
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig())
+    method: MethodConfig = Field(default_factory=lambda: BaselineConfig())
+    output: OutputConfig = Field(default_factory=lambda: OutputConfig())
+    compare: CompareConfig = Field(default_factory=lambda: CompareConfig())
 
     @field_validator("device")
     @classmethod
@@ -317,7 +331,7 @@ def method_label(method: Any) -> str:
     """A short label for a method config: its name plus the options differing from defaults,
     e.g. ``pathcond`` or ``pathcond[every_epochs=1]``."""
     default = type(method)()
-    diffs = []
+    diffs: list[str] = []
     for key in type(method).model_fields:
         if key == "name":
             continue

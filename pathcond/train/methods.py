@@ -14,16 +14,16 @@ A method is an object with a few hooks the training loop calls; the registry
 
 The time spent in these hooks is reported as the run's "rescale time".
 
-``baseline`` and ``pathcond`` are implemented here; ``enorm``, ``pathsgd``, ``gsgd`` and
-``weightfix`` wrap the classes of :mod:`pathcond.optim`, imported when a run starts, and
-raise a one-line :class:`~pathcond.errors.ConfigError` if they are not available.
+``baseline`` is plain training; ``pathcond`` drives :class:`pathcond.rescale.PathCondSchedule`;
+``enorm``, ``pathsgd``, ``gsgd`` and ``weightfix`` wrap the classes of :mod:`pathcond.optim`
+(``ENorm``, ``PathSGD``, ``GSGD`` / ``GSpace``, ``WeightFixing``), looked up when a run
+starts: a missing one is a one-line :class:`~pathcond.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -126,58 +126,54 @@ class Baseline(Method):
 
 
 class PathCondMethod(Method):
-    """PathCond at initialisation and/or every k steps or epochs, optionally only when the
-    AM/GM of the path magnitudes exceeds a threshold; the optimizer state is transported
-    (SPEC section 5) so momentum and Adam moments stay consistent."""
+    """PathCond at initialisation and/or every k steps or epochs and/or when the AM/GM of
+    the path magnitudes exceeds a threshold (:class:`pathcond.rescale.PathCondSchedule`);
+    the optimizer state is transported (SPEC section 5) so momentum and Adam moments stay
+    consistent."""
 
     name = "pathcond"
     cfg: PathCondConfig
 
     def __init__(self, cfg: PathCondConfig) -> None:
         super().__init__(cfg)
-        self.last_am_gm: tuple[float, float] | None = None
+        self.schedule: Any = None
 
     def setup(self, ctx: MethodContext) -> None:
+        from ..rescale import PathCondSchedule
+
         super().setup(ctx)
-        _ = ctx.graph  # trace now: an unsupported model fails before training starts
+        c = self.cfg
+        self.schedule = PathCondSchedule(
+            ctx.model, graph=ctx.graph, optimizer=ctx.optimizer, at_start=c.at_init,
+            every_steps=c.every_steps, every_epochs=c.every_epochs,
+            am_gm_threshold=c.am_gm_threshold, check_every=c.check_every,
+            rescale_options={"solver": c.solver, "tol": c.tol, "max_sweeps": c.max_sweeps})
 
-    def on_train_begin(self) -> None:
-        if self.cfg.at_init:
-            self._rescale(check_threshold=False)
-
-    def after_step(self, step: int) -> None:
-        every = self.cfg.every_steps
-        if every is not None and step % every == 0:
-            self._rescale()
-
-    def on_epoch_end(self, epoch: int) -> None:
-        every = self.cfg.every_epochs
-        if every is not None:
-            if epoch % every == 0:
-                self._rescale()
-        elif self.cfg.every_steps is None and self.cfg.am_gm_threshold is not None:
-            self._rescale()
-
-    def _rescale(self, *, check_threshold: bool = True) -> None:
-        from ..rescale import build_problem, rescale
-
-        ctx = self.ctx
-        threshold = self.cfg.am_gm_threshold
-        if check_threshold and threshold is not None:
-            problem = build_problem(ctx.model, ctx.graph)
-            zero = torch.zeros(ctx.graph.num_groups, dtype=torch.float64,
-                               device=problem.device)
-            if problem.am_gm(zero) <= threshold:
-                return
-        report = rescale(ctx.model, graph=ctx.graph, optimizer=ctx.optimizer,
-                         solver=self.cfg.solver, tol=self.cfg.tol,
-                         max_sweeps=self.cfg.max_sweeps)
+    def _report(self, report: Any) -> None:
+        if report is None:
+            return
         self.rescalings += 1
-        self.last_am_gm = (report.am_gm_before, report.am_gm_after)
         if self.rescalings == 1 or not report.converged:
             status = "" if report.converged else " (NOT converged)"
-            ctx.log(f"PathCond: AM/GM {report.am_gm_before:.4g} -> {report.am_gm_after:.4g} "
-                    f"in {report.sweeps} sweeps, {report.seconds:.2f} s{status}")
+            self.ctx.log(f"PathCond: AM/GM {report.am_gm_before:.4g} -> "
+                         f"{report.am_gm_after:.4g} in {report.sweeps} sweeps, "
+                         f"{report.seconds:.2f} s{status}")
+
+    def on_train_begin(self) -> None:
+        self._report(self.schedule.start())
+
+    def after_step(self, step: int) -> None:
+        self._report(self.schedule.after_step())
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self._report(self.schedule.after_epoch())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.load_state_dict(state["schedule"])
+        super().load_state_dict(state)
 
 
 # ------------------------------------------------------------- methods of pathcond.optim
@@ -198,14 +194,8 @@ def optim_class(class_name: str, method: str) -> Any:
 
 
 def _construct(cls: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """Instantiate ``cls``; a constructor refusal (bad option, unsupported model) becomes a
-    one-line ConfigError."""
-    try:
-        inspect.signature(cls).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"method {method!r}: bad options {sorted(kwargs)}: {exc}") from None
-    except ValueError:  # no signature available
-        pass
+    """Instantiate ``cls``; a refusal of the options or of the model becomes a one-line
+    ConfigError (UnsupportedModelError and other PathcondErrors pass through)."""
     try:
         return cls(*args, **kwargs)
     except (ValueError, TypeError) as exc:
@@ -213,19 +203,17 @@ def _construct(cls: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"method {method!r}: {first}") from None
 
 
-def _state_of(obj: Any) -> dict[str, Any]:
-    fn = getattr(obj, "state_dict", None)
-    return dict(fn()) if callable(fn) else {}
-
-
-def _load_state(obj: Any, state: dict[str, Any] | None) -> None:
-    fn = getattr(obj, "load_state_dict", None)
-    if callable(fn) and state:
-        fn(state)
+def _plain_sgd(cfg: OptimizerConfig, method: str) -> None:
+    """Refuse optimizer options a method does not implement."""
+    if cfg.nesterov:
+        raise ConfigError(f"method {method!r} does not support optimizer.nesterov")
+    if cfg.weight_decay:
+        raise ConfigError(f"method {method!r} does not support optimizer.weight_decay")
 
 
 class ENormMethod(Method):
-    """ENorm (Stock et al. 2019): one balancing cycle every ``every`` SGD steps."""
+    """ENorm (Stock et al. 2019): one balancing cycle every ``every`` optimizer steps, or
+    every ``every_epochs`` epochs; the optimizer state is transported at each cycle."""
 
     name = "enorm"
     cfg: ENormConfig
@@ -237,73 +225,80 @@ class ENormMethod(Method):
     def setup(self, ctx: MethodContext) -> None:
         super().setup(ctx)
         cls = optim_class("ENorm", self.name)
-        kwargs: dict[str, Any] = {"c": self.cfg.c, "p": self.cfg.p, "every": self.cfg.every,
-                                  "exclude_batchnorm": self.cfg.exclude_batchnorm}
-        if "optimizer" in _parameters(cls):
-            kwargs["optimizer"] = ctx.optimizer
-        self.impl = _construct(cls, self.name, ctx.model, ctx.input_shape, **kwargs)
+        c = self.cfg
+        self.impl = _construct(cls, self.name, ctx.model, graph=ctx.graph, c=c.c, p=c.p,
+                               every=c.every, exclude_batchnorm=c.exclude_batchnorm,
+                               schedule=c.schedule)
+        # Not attached as a step hook, so that its time is counted here; ``optimizer`` is
+        # the attribute ENorm.step() transports the state of.
+        self.impl.optimizer = ctx.optimizer
+
+    def _cycle(self) -> None:
+        self.impl.step()
+        self.rescalings += 1
 
     def after_step(self, step: int) -> None:
-        self.impl.step()
+        if self.cfg.every_epochs is None and step % self.cfg.every == 0:
+            self._cycle()
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if self.cfg.every_epochs is not None and epoch % self.cfg.every_epochs == 0:
+            self._cycle()
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "impl": _state_of(self.impl)}
+        return {**super().state_dict(), "impl": self.impl.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        _load_state(self.impl, state.get("impl"))
+        self.impl.load_state_dict(state["impl"])
 
 
-class _OptimizerMethod(Method):
-    """A method that is an optimizer of :mod:`pathcond.optim` (Path-SGD, G-SGD)."""
+class PathSGDMethod(Method):
+    """Path-SGD (Neyshabur et al. 2015): ``w <- w - lr g / m``, the optimizer itself."""
 
-    class_name: ClassVar[str] = ""
-    cfg: PathSGDConfig | GSGDConfig
+    name = "pathsgd"
+    cfg: PathSGDConfig
 
     def build_optimizer(self, model: nn.Module, cfg: OptimizerConfig,
                         input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
-        cls = optim_class(self.class_name, self.name)
-        kwargs: dict[str, Any] = {"lr": cfg.lr}
-        params = _parameters(cls)
-        if cfg.momentum and "momentum" in params:
-            kwargs["momentum"] = cfg.momentum
-        elif cfg.momentum:
-            raise ConfigError(f"method {self.name!r} does not support optimizer.momentum")
-        if cfg.weight_decay and "weight_decay" in params:
-            kwargs["weight_decay"] = cfg.weight_decay
-        elif cfg.weight_decay:
-            raise ConfigError(f"method {self.name!r} does not support optimizer.weight_decay")
+        cls = optim_class("PathSGD", self.name)
         if cfg.name != "sgd":
-            raise ConfigError(f"method {self.name!r} is its own optimizer: use optimizer.name: "
-                              "sgd (only lr and momentum are used)")
-        kwargs.update(self.cfg.options)
-        opt: torch.optim.Optimizer = _construct(cls, self.name, model, input_shape, **kwargs)
+            raise ConfigError("method 'pathsgd' is its own optimizer: set optimizer.name: sgd "
+                              "(its lr and momentum are used)")
+        _plain_sgd(cfg, self.name)
+        opt: torch.optim.Optimizer = _construct(cls, self.name, model, input_shape, lr=cfg.lr,
+                                                momentum=cfg.momentum, eps=self.cfg.eps)
         return opt
 
 
-def _parameters(cls: Any) -> Sequence[str]:
-    try:
-        return list(inspect.signature(cls).parameters)
-    except (TypeError, ValueError):
-        return []
-
-
-class PathSGDMethod(_OptimizerMethod):
-    """Path-SGD (Neyshabur et al. 2015): ``w <- w - lr g / m``."""
-
-    name = "pathsgd"
-    class_name = "PathSGD"
-
-
-class GSGDMethod(_OptimizerMethod):
-    """G-SGD (Meng et al. 2019): SGD on the values of basis paths."""
+class GSGDMethod(Method):
+    """G-SGD (Meng et al. 2019): SGD on the values of basis paths; with Adam configured,
+    Adam in G-space (:class:`pathcond.optim.GSpace`)."""
 
     name = "gsgd"
-    class_name = "GSGD"
+    cfg: GSGDConfig
+
+    def build_optimizer(self, model: nn.Module, cfg: OptimizerConfig,
+                        input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
+        _plain_sgd(cfg, self.name)
+        opts = {"strategy": self.cfg.strategy, "set_to_one": self.cfg.set_to_one}
+        opt: torch.optim.Optimizer
+        if cfg.name == "sgd":
+            cls = optim_class("GSGD", self.name)
+            opt = _construct(cls, self.name, model, input_shape, lr=cfg.lr,
+                             momentum=cfg.momentum, **opts)
+        else:
+            cls = optim_class("GSpace", self.name)
+            opt = _construct(cls, self.name, model, input_shape, torch.optim.Adam, lr=cfg.lr,
+                             betas=cfg.betas, eps=cfg.eps, **opts)
+        return opt
 
 
 class WeightFixMethod(Method):
-    """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed."""
+    """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed (set
+    to +-1 first by a function-preserving rescaling, unless ``set_to_one: false``); the
+    configured optimizer trains the others (its steps are hooked so the fixed entries stay
+    put)."""
 
     name = "weightfix"
     cfg: WeightFixConfig
@@ -315,34 +310,16 @@ class WeightFixMethod(Method):
     def setup(self, ctx: MethodContext) -> None:
         super().setup(ctx)
         cls = optim_class("WeightFixing", self.name)
-        kwargs: dict[str, Any] = {"set_to_one": self.cfg.set_to_one, **self.cfg.options}
-        if self.cfg.strategy is not None:
-            kwargs["strategy"] = self.cfg.strategy
-        self.impl = _construct(cls, self.name, ctx.model, ctx.input_shape, **kwargs)
-
-    def on_train_begin(self) -> None:
-        for hook in ("apply", "reparametrize", "fix"):
-            fn = getattr(self.impl, hook, None)
-            if callable(fn):
-                fn()
-                return
-
-    def before_step(self) -> None:
-        fn = getattr(self.impl, "zero_fixed_grads", None)
-        if callable(fn):
-            fn()
-
-    def after_step(self, step: int) -> None:
-        fn = getattr(self.impl, "step", None)
-        if callable(fn):
-            fn()
+        self.impl = _construct(cls, self.name, ctx.model, graph=ctx.graph,
+                               strategy=self.cfg.strategy, set_to_one=self.cfg.set_to_one,
+                               optimizer=ctx.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "impl": _state_of(self.impl)}
+        return {**super().state_dict(), "impl": self.impl.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        _load_state(self.impl, state.get("impl"))
+        self.impl.load_state_dict(state["impl"])
 
 
 METHODS: dict[str, type[Method]] = {

@@ -11,7 +11,8 @@ before anything is written, and :meth:`Trainer.run` trains, writing into the run
     any step, its train metrics from a full evaluation pass (later epochs: the running
     average over the epoch's minibatches, in training mode);
 ``checkpoints/epoch_NNNN.pt``
-    written atomically after every epoch (and epoch 0) (the ``output.keep_checkpoints`` newest are kept);
+    written atomically after every epoch and epoch 0 (the ``output.keep_checkpoints``
+    newest are kept);
 ``summary.json``
     final and best metrics, epochs to the target accuracy, times, status;
 ``plots/curves.png``
@@ -396,7 +397,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0:
-                        bar.set_postfix(loss=f"{float(loss):.4g}")
+                        bar.set_postfix(loss=f"{loss.item():.4g}")
         finally:
             if bar is not None:
                 bar.close()
@@ -564,7 +565,7 @@ class Trainer:
         last = h[-1] if h else {}
         best_val = max((r for r in h if r.get("val_acc") is not None),
                        key=lambda r: r["val_acc"], default=None)
-        best_test = max((r.get("test_acc") for r in h if r.get("test_acc") is not None),
+        best_test = max((float(r["test_acc"]) for r in h if r.get("test_acc") is not None),
                         default=None)
         target = cfg.training.target_accuracy
         key = f"{cfg.training.target_split}_acc"
