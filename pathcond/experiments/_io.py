@@ -1,0 +1,129 @@
+"""Resumable result storage for experiments: atomic JSON writes and a store of finished
+units of work.
+
+An experiment is split into *units* (one training run, one rescaled network, one
+trajectory). Each finished unit is written to ``<out_dir>/units.json`` at once, atomically
+(write to a temporary file, then ``os.replace``), with the *spec* it was computed from. On a
+rerun a unit whose key and spec are both unchanged is skipped; a unit whose spec changed
+(e.g. more epochs) is computed again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "jsonable"]
+
+UNITS_FILE = "units.json"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old or the new file)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with tuples as lists, non-finite floats as ``None``, numpy/torch scalars
+    as Python numbers: what ``json.dumps`` writes and reads back unchanged."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    item = getattr(value, "item", None)
+    if callable(item):
+        return jsonable(item())
+    return str(value)
+
+
+def compact(value: Any, digits: int = 6) -> Any:
+    """:func:`jsonable` with floats rounded to ``digits`` significant digits."""
+    value = jsonable(value)
+    if isinstance(value, dict):
+        return {k: compact(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compact(v, digits) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    return value
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON, atomically."""
+    atomic_write_text(path, json.dumps(jsonable(obj), indent=indent) + "\n")
+
+
+class UnitStore:
+    """Finished units of one experiment run, persisted in ``<out_dir>/units.json``.
+
+    Args:
+        out_dir: the experiment's output directory.
+        header: identifies the experiment and scale (stored, checked on resume).
+        resume: keep the units already in the file; ``False`` starts empty.
+    """
+
+    def __init__(self, out_dir: str | Path, header: Mapping[str, Any], *, resume: bool) -> None:
+        self.path = Path(out_dir) / UNITS_FILE
+        self.header = jsonable(dict(header))
+        self.units: dict[str, dict[str, Any]] = {}
+        if resume and self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            old = data.get("header", {}) if isinstance(data, dict) else {}
+            if old.get("experiment") == self.header.get("experiment"):
+                self.units = dict(data.get("units", {}))
+
+    def get(self, key: str, spec: Mapping[str, Any]) -> Any | None:
+        """The result of unit ``key`` if it was finished with the same ``spec``."""
+        entry = self.units.get(key)
+        if entry is None or entry.get("spec") != jsonable(dict(spec)):
+            return None
+        return entry.get("result")
+
+    def done(self, key: str, spec: Mapping[str, Any]) -> bool:
+        """Whether unit ``key`` is finished with this ``spec``."""
+        entry = self.units.get(key)
+        return entry is not None and entry.get("spec") == jsonable(dict(spec))
+
+    def put(self, key: str, spec: Mapping[str, Any], result: Any) -> None:
+        """Record a finished unit and write the store to disk (atomically)."""
+        self.units[key] = {"spec": jsonable(dict(spec)), "result": compact(result)}
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the store to disk."""
+        atomic_write_json(self.path, {"header": self.header, "units": self.units}, indent=None)
+
+    def run(self, key: str, spec: Mapping[str, Any], fn: Callable[[], Any]) -> Any:
+        """The stored result of ``key``, or ``fn()`` stored and returned."""
+        if self.done(key, spec):
+            return self.units[key]["result"]
+        result = fn()
+        self.put(key, spec, result)
+        return self.units[key]["result"]
+
+    def results(self, prefix: str = "") -> dict[str, Any]:
+        """Results of the units whose key starts with ``prefix``."""
+        return {k: v["result"] for k, v in self.units.items() if k.startswith(prefix)}

@@ -1,0 +1,87 @@
+"""Matplotlib helpers for the experiment figures (Agg backend, PNG)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COLORS", "mean_std", "pyplot", "save", "spearman"]
+
+#: One colour per method, the same in every figure.
+COLORS = {
+    "baseline": "tab:blue", "sgd": "tab:blue", "pathcond": "tab:red", "enorm": "tab:green",
+    "enorm_bn": "tab:olive", "enorm_epoch": "tab:cyan", "gsgd": "tab:purple",
+    "weightfix": "tab:orange", "weightfix_not1": "tab:brown", "adam": "tab:gray",
+    "weightfix_adam": "tab:pink", "gadam": "black", "pathsgd": "tab:cyan",
+}
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Save a figure as PNG (atomically) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+    pyplot().close(fig)
+    return path
+
+
+def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
+    """Mean, standard deviation (``None`` with one value), min, max and count of the finite
+    values."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else None,
+            "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman rank correlation (``None`` for fewer than 3 pairs or constant input)."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
+
+
+def fmt_ms(stat: dict[str, Any], digits: int = 3, scale: float = 1.0) -> str:
+    """``mean ± std`` text of a :func:`mean_std` result."""
+    if stat.get("mean") is None:
+        return "-"
+    text = f"{stat['mean'] * scale:.{digits}g}"
+    if stat.get("std") is not None:
+        text += f" ± {stat['std'] * scale:.2g}"
+    return text

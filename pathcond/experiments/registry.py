@@ -1,0 +1,282 @@
+"""The experiment registry: every experiment of the sources (SPEC section 6), each with its
+``smoke`` / ``cpu`` / ``full`` configuration, run with :func:`run_experiment`.
+
+Configurations live in ``experiments/<name>.yaml`` at the repository root (or in the
+directory named by ``$PATHCOND_EXPERIMENTS_DIR``); each holds the experiment's title, its
+source and claim, ``defaults`` and one block per scale, deep-merged over the defaults::
+
+    experiment: fig5
+    title: "Fig 5: MNIST autoencoder"
+    source: "PathCond paper, section 5.3"
+    claim: "PathCond reaches a smaller final training loss, more so for larger k"
+    defaults: {ks: [1, 2, 4, 7], lrs: [0.001, 0.01, 0.1]}
+    scales:
+      smoke: {epochs: 1, limit: 256}
+      cpu: {epochs: 30, limit: 10000}
+      full: {epochs: 500}
+
+A run writes into its output directory ``units.json`` (finished units of work, written
+atomically after each one: a rerun skips them), ``summary.json`` (the numbers the results
+page quotes), the figure(s) as PNG, and ``runs/`` (the trainer's run directories with their
+checkpoints, so an interrupted training run continues from its last finished epoch).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ._io import UnitStore, atomic_write_json, compact, jsonable
+
+__all__ = ["EXPERIMENTS", "SCALES", "ExperimentInfo", "ExperimentResult", "RunContext",
+           "experiment_config", "experiments_dir", "list_experiments", "publish",
+           "run_experiment"]
+
+SCALES = ("smoke", "cpu", "full")
+EXPERIMENTS_ENV = "PATHCOND_EXPERIMENTS_DIR"
+
+#: name -> "module:run function" (modules of this package, imported on first use). Each
+#: module also has ``draw_<function suffix>`` for the figure (see :class:`ExperimentInfo`).
+EXPERIMENTS: dict[str, str] = {
+    "fig1": "fig1_toy:run_fig1",
+    "fig2": "fig2_mlp:run_fig2",
+    "fig3": "fig3_cifar_nv:run_fig3",
+    "fig4": "fig4_regimes:run_fig4",
+    "fig5": "fig5_autoencoder:run_fig5",
+    "table1": "table1:run_table1",
+    "app_k": "fig2_mlp:run_app_k",
+    "app_l": "fig3_cifar_nv:run_app_l",
+    "app_m": "fig5_autoencoder:run_app_m",
+    "thesis_mnist": "thesis:run_thesis_mnist",
+    "thesis_cifar": "thesis:run_thesis_cifar",
+    "thesis_fixed_value": "thesis:run_thesis_fixed_value",
+    "thesis_surfaces": "thesis:run_thesis_surfaces",
+    "gsgd_mnist": "thesis:run_gsgd_mnist",
+}
+
+
+def experiments_dir() -> Path:
+    """Where the configurations are: ``$PATHCOND_EXPERIMENTS_DIR`` or ``<repo>/experiments``."""
+    env = os.environ.get(EXPERIMENTS_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in base.items()}
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """One experiment's configuration file, read."""
+
+    name: str
+    title: str
+    source: str
+    claim: str
+    defaults: dict[str, Any]
+    scales: dict[str, dict[str, Any]]
+    path: Path
+
+    def params(self, scale: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The parameters of ``scale``: defaults, then the scale's block, then ``overrides``."""
+        if scale not in SCALES:
+            raise ConfigError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
+        if scale not in self.scales:
+            raise ConfigError(f"{self.path}: no '{scale}' scale for experiment {self.name!r}")
+        merged = _deep_merge(self.defaults, self.scales[scale])
+        return _deep_merge(merged, overrides or {})
+
+
+def experiment_config(name: str, config_dir: str | Path | None = None) -> ExperimentInfo:
+    """Read ``experiments/<name>.yaml``."""
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; available: {', '.join(EXPERIMENTS)}")
+    path = Path(config_dir) if config_dir is not None else experiments_dir()
+    path = path / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"experiment config {str(path)!r} not found (set "
+                          f"{EXPERIMENTS_ENV} to the directory of the experiment configs)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("scales"), dict):
+        raise ConfigError(f"{path}: needs a mapping with a 'scales' section")
+    if data.get("experiment", name) != name:
+        raise ConfigError(f"{path}: names experiment {data.get('experiment')!r}, not {name!r}")
+    unknown = sorted(set(data["scales"]) - set(SCALES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown scale {unknown[0]!r}; scales: {', '.join(SCALES)}")
+    return ExperimentInfo(
+        name=name, title=str(data.get("title", name)), source=str(data.get("source", "")),
+        claim=str(data.get("claim", "")), defaults=dict(data.get("defaults") or {}),
+        scales={k: dict(v or {}) for k, v in data["scales"].items()}, path=path)
+
+
+def list_experiments() -> list[str]:
+    """Names accepted by :func:`run_experiment`, in the order of the sources."""
+    return list(EXPERIMENTS)
+
+
+@dataclass
+class RunContext:
+    """What an experiment's runner sees: its parameters, output directory and unit store."""
+
+    info: ExperimentInfo
+    scale: str
+    params: dict[str, Any]
+    out_dir: Path
+    store: UnitStore
+    resume: bool = True
+    progress: bool = True
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def log(self, message: str) -> None:
+        """One progress line on stderr (when ``progress`` is on)."""
+        if self.progress:
+            print(f"[{self.name}/{self.scale}] {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        """A message kept in the summary (e.g. a method that is not available) and logged."""
+        if message not in self.messages:
+            self.messages.append(message)
+        self.log(message)
+
+    def figure_path(self, suffix: str = "") -> Path:
+        """``<out_dir>/<name>[_suffix].png``."""
+        return self.out_dir / f"{self.name}{'_' + suffix if suffix else ''}.png"
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns."""
+
+    name: str
+    scale: str
+    out_dir: Path
+    summary: dict[str, Any]
+    figures: list[Path]
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        """Whether every unit of the experiment was computed (no method missing)."""
+        return bool(self.summary.get("complete", True))
+
+
+Runner = Callable[[RunContext], dict[str, Any]]
+Drawer = Callable[[RunContext, dict[str, Any]], list[Path]]
+
+
+def _resolve(name: str) -> tuple[Runner, Drawer]:
+    module_name, fn = EXPERIMENTS[name].split(":")
+    module = importlib.import_module(f"{__package__}.{module_name}")
+    runner: Runner = getattr(module, fn)
+    drawer: Drawer = getattr(module, "draw_" + fn.removeprefix("run_"))
+    return runner, drawer
+
+
+def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None = None,
+                   resume: bool = True, progress: bool = True,
+                   overrides: Mapping[str, Any] | None = None,
+                   config_dir: str | Path | None = None) -> ExperimentResult:
+    """Run experiment ``name`` at ``scale`` and draw its figure.
+
+    Args:
+        name: one of :func:`list_experiments`.
+        scale: ``smoke`` (seconds; the tests), ``cpu`` (minutes on 2 cores) or ``full``
+            (the published protocol; a GPU for the training experiments).
+        out_dir: output directory (default ``runs/experiments/<name>-<scale>``).
+        resume: keep finished units and continue interrupted training runs from their
+            checkpoints; ``False`` starts again from scratch.
+        progress: log one line per unit (and per epoch) on stderr.
+        overrides: parameters merged over the scale's (for tests and one-off variants).
+        config_dir: directory of the ``<name>.yaml`` files (default :func:`experiments_dir`).
+
+    Returns:
+        The summary (numbers for the results page), figure paths and timing. Units that
+        could not run (e.g. a method not available in this version) are listed in
+        ``summary["messages"]`` and ``summary["complete"]`` is false.
+    """
+    info = experiment_config(name, config_dir)
+    params = info.params(scale, overrides)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / "experiments" / \
+        f"{name}-{scale}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{str(out)!r} exists and is not a directory")
+    if not resume and out.is_dir():
+        for child in ("units.json", "summary.json", "runs"):
+            p = out / child
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    runner, drawer = _resolve(name)
+    if params.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(params["threads"]))
+    header = {"experiment": name, "scale": scale}
+    store = UnitStore(out, header, resume=resume)
+    ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
+                     resume=resume, progress=progress)
+    start = time.perf_counter()
+    summary = dict(runner(ctx))
+    summary.setdefault("complete", not ctx.messages)
+    summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
+    summary = {"experiment": name, "title": info.title, "scale": scale,
+               "source": info.source, "claim": info.claim, "params": jsonable(params),
+               **summary}
+    figures = drawer(ctx, summary)
+    summary["figures"] = [p.name for p in figures]
+    seconds = time.perf_counter() - start
+    atomic_write_json(out / "summary.json", compact(summary))
+    ctx.log(f"done in {seconds:.1f} s; summary {out / 'summary.json'}"
+            + "".join(f"; figure {p}" for p in figures))
+    return ExperimentResult(name, scale, out, summary, figures, seconds)
+
+
+def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
+            figures_dir: str | Path = "docs/figures") -> list[Path]:
+    """Copy a run's summary and units (``results/<name>_<scale>.json``) and figures
+    (``docs/figures/<figure>_<scale>.png``) into the repository."""
+    results, figures = Path(results_dir), Path(figures_dir)
+    written = []
+    units_path = result.out_dir / "units.json"
+    units: Any = {}
+    if units_path.is_file():
+        import json
+
+        units = json.loads(units_path.read_text(encoding="utf-8")).get("units", {})
+    target = results / f"{result.name}_{result.scale}.json"
+    atomic_write_json(target, {"summary": compact(result.summary), "units": units}, indent=None)
+    written.append(target)
+    figures.mkdir(parents=True, exist_ok=True)
+    for fig in result.figures:
+        dest = figures / f"{fig.stem}_{result.scale}{fig.suffix}"
+        shutil.copyfile(fig, dest)
+        written.append(dest)
+    return written
