@@ -57,12 +57,18 @@ Schedule = Literal["layers", "colours"]
 @dataclass(frozen=True)
 class ENormReport:
     """One ENorm cycle: ``log_scales`` is the ``u`` applied (``theta <- exp(B u) theta``),
-    ``balanced`` the number of groups that had a minimiser, ``cycle`` the cycles done so
-    far (this one included)."""
+    ``balanced_groups`` marks the groups that had a minimiser, ``cycle`` counts the cycles
+    done so far (this one included). Nothing here forces a device synchronisation until
+    read."""
 
     cycle: int
     log_scales: torch.Tensor
-    balanced: int
+    balanced_groups: torch.Tensor
+
+    @property
+    def balanced(self) -> int:
+        """Number of groups balanced by eq. (2) in this cycle."""
+        return int(self.balanced_groups.sum())
 
     @property
     def max_log_scale(self) -> float:
@@ -134,6 +140,9 @@ class ENorm:
         self._in_reduce = tuple(self._incoming_reduce(s) for s in self.structure.slots)
         self._out_reduce = tuple(self._outgoing_reduce(s) for s in self.structure.slots)
         self._blocks = self._make_blocks()
+        st = self.structure
+        self._dst_ext = [None if t.dst is None else st.ext(t.dst) for t in st.slots]
+        self._src_ext = [None if t.src is None else st.ext(t.src) for t in st.slots]
         if self.exclude_batchnorm:
             self._warn_batchnorm_only()
         self.optimizer: torch.optim.Optimizer | None = None
@@ -205,16 +214,26 @@ class ENorm:
 
     # ------------------------------------------------------------------ sums
     def _norm_p(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-        if not dims:
-            return x.abs() ** self.p
-        return torch.linalg.vector_norm(x, ord=self.p, dim=dims) ** self.p
+        """``sum |x|^p`` over ``dims`` (vector_norm is fast along contiguous rows only)."""
+        if dims and dims[0] != 0:
+            return torch.linalg.vector_norm(x, ord=self.p, dim=dims) ** self.p
+        if self.p == 2 and dims and x.dim() > 1:  # column sums without a temporary
+            out = torch.linalg.vecdot(x, x, dim=0)
+            rest = tuple(d - 1 for d in dims[1:])
+            return out.sum(dim=rest) if rest else out
+        powered = x.square() if self.p == 2 else x.abs() ** self.p
+        return powered.sum(dim=dims) if dims else powered
 
     def _accumulate(self, target: torch.Tensor, index: int, red: _Reduce) -> None:
         x = self.structure.slots[index].param.detach()
         if red.keep is not None:
             x = x * red.keep
         sums = self._norm_p(x, red.dims).reshape(-1).to(torch.float64)
-        target.index_add_(0, red.index, sums, alpha=self._weights[index])
+        weight = self._weights[index]
+        if weight == 1.0:
+            target.index_add_(0, red.index, sums)
+        else:
+            target.index_add_(0, red.index, sums, alpha=weight)
 
     def _sums(self, slots_in: Sequence[int], slots_out: Sequence[int]
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,8 +253,9 @@ class ENorm:
 
     def _factor(self, inc: torch.Tensor, out: torch.Tensor, mask: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        ok = mask & (inc > 0) & (out > 0)
-        logs = torch.where(ok, (torch.log(out) - torch.log(inc)) / (2 * self.p), 0.0)
+        ratio = out / inc  # 0 / 0 = nan, x / 0 = inf, 0 / x = 0: all left alone
+        ok = mask & (ratio > 0) & (ratio < torch.inf)
+        logs = torch.where(ok, torch.log(ratio), 0.0).mul_(1.0 / (2 * self.p))
         return logs, ok
 
     # ------------------------------------------------------------------ public
@@ -247,25 +267,27 @@ class ENorm:
         h = st.num_groups
         total = torch.zeros(h, dtype=torch.float64, device=st.device)
         balanced = torch.zeros(h + 1, dtype=torch.bool, device=st.device)
+        dtype = st.slots[0].param.dtype if st.slots else torch.float64
         for block in self._blocks:
             inc, out = self._sums(block.incoming, block.outgoing)
             logs, ok = self._factor(inc, out, block.mask)
             balanced |= ok
+            up64 = torch.exp(logs)
+            up = up64.to(dtype)
+            down = torch.reciprocal(up64).to(dtype)
             for i in block.incoming:
                 s = st.slots[i]
-                assert s.dst is not None
-                s.param.mul_(torch.exp(logs[st.ext(s.dst)]).to(s.param.dtype))
+                s.param.mul_(up[self._dst_ext[i]].to(s.param.dtype))
             for i in block.outgoing:
                 s = st.slots[i]
-                assert s.src is not None
-                s.param.mul_(torch.exp(-logs[st.ext(s.src)]).to(s.param.dtype))
+                s.param.mul_(down[self._src_ext[i]].to(s.param.dtype))
             total += logs[:h]
         if self.optimizer is not None and self.optimizer.state:
             scales = st.scales_of(total)
             transport_optimizer_state(self.optimizer, [
                 (s.param, ls) for s, ls in zip(st.slots, scales, strict=True) if ls is not None])
         self.cycles += 1
-        return ENormReport(self.cycles, total, int(balanced.sum()))
+        return ENormReport(self.cycles, total, balanced[:h])
 
     @torch.no_grad()
     def objective(self) -> float:

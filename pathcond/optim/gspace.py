@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -69,7 +70,12 @@ _MOMENTUM = "gspace_momentum_buffer"
 
 
 class _Engine:
-    """The basis-path coordinates (1)-(5) of one model for one skeleton."""
+    """The basis-path coordinates (1)-(5) of one model for one skeleton.
+
+    The *selected* entries are the fixed entries (one per group, in group order) followed by
+    the roots; they are gathered from, and written to, all parameters at once. Per-group
+    vectors are expanded to every weight's columns with one gather for all slots.
+    """
 
     def __init__(self, structure: Structure, fixed: FixedChoice, up: Upstream):
         st = structure
@@ -81,41 +87,97 @@ class _Engine:
         dev = st.device
         self.src_ext = [None if s.src is None else st.ext(s.src) for s in st.slots]
         self.dst_ext = [None if s.dst is None else st.ext(s.dst) for s in st.slots]
+        n_root = up.root_slot.numel()
+        self.n_root = n_root
         groups = torch.arange(h, device=dev)
-        roots = torch.arange(up.root_slot.numel(), device=dev)
-        self.fixed_at: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-        self.root_at: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-        for i in range(len(st.slots)):
-            here = fixed.slot == i
-            self.fixed_at.append((fixed.index[here], groups[here]) if bool(here.any()) else None)
-            here = up.root_slot == i
-            self.root_at.append((up.root_index[here], roots[here]) if bool(here.any()) else None)
+        roots = torch.arange(n_root, device=dev) + h
+        self.sel_slots: list[int] = []
+        self.sel_coords: list[tuple[torch.Tensor, ...]] = []
+        self.sel_sizes: list[int] = []
+        order = []
+        for i, slot in enumerate(st.slots):
+            f_here, r_here = fixed.slot == i, up.root_slot == i
+            if not bool(f_here.any() or r_here.any()):
+                continue
+            flat = torch.cat([fixed.index[f_here], up.root_index[r_here]])
+            self.sel_slots.append(i)
+            self.sel_coords.append(tuple(torch.unravel_index(flat, tuple(slot.param.shape))))
+            self.sel_sizes.append(int(flat.numel()))
+            order.append(torch.cat([groups[f_here], roots[r_here]]))
+        self.sel_order = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64,
+                                                                    device=dev)
+        self.sel_inverse = torch.argsort(self.sel_order)
+        # columns of every weight slot, concatenated
+        self.col_slots = [i for i, s in enumerate(st.slots) if s.src is not None]
+        col_src = [st.ext(s.src) for s in st.slots if s.src is not None]
+        self.col_index = torch.cat([c.reshape(-1) for c in col_src]) if col_src \
+            else torch.zeros(0, dtype=torch.int64, device=dev)
+        self.col_sizes = [int(c.numel()) for c in col_src]
+        self.col_shapes = [tuple(c.shape) for c in col_src]
+        self.col_dims = []
+        for i in self.col_slots:
+            src, dim = st.slots[i].src, st.slots[i].param.dim()
+            assert src is not None
+            self.col_dims.append((0, *range(2, dim)) if src.shape[0] == 1
+                                 else tuple(range(2, dim)))
+        self.root_slot = up.root_slot
         self.fixed_dst_ext = st.ext(fixed.dst)
         self.dist_levels = [torch.nonzero(st.distance == d).flatten()
                             for d in torch.unique(st.distance).tolist()]
         self.root_src_ext = st.ext(up.root_src)
-        # fixed entries are outgoing entries of their own group: (slot reduce) src index
         self.snapshot = torch.zeros(h, dtype=torch.float64, device=dev)
         self.d_ext = torch.ones(h + 1, dtype=torch.float64, device=dev)
         self.k = torch.ones(h, dtype=torch.float64, device=dev)
         self.unit_d = True
         self.refresh()
 
-    # ---------------------------------------------------------------- values
-    def fixed_values(self) -> torch.Tensor:
-        out = torch.zeros(self.h, dtype=torch.float64, device=self.structure.device)
-        for s, at in zip(self.structure.slots, self.fixed_at, strict=True):
-            if at is not None:
-                out[at[1]] = s.param.detach().reshape(-1)[at[0]].to(torch.float64)
+    # ---------------------------------------------------------------- gathers
+    def gather(self, tensors: list[torch.Tensor | None]) -> torch.Tensor:
+        """The selected entries (fixed, then roots) of per-slot tensors, float64; ``None``
+        reads as zeros."""
+        parts = []
+        for i, coords, size in zip(self.sel_slots, self.sel_coords, self.sel_sizes,
+                                   strict=True):
+            t = tensors[i]
+            parts.append(torch.zeros(size, dtype=torch.float64, device=self.structure.device)
+                         if t is None else t.detach()[coords].to(torch.float64))
+        if not parts:
+            return torch.zeros(0, dtype=torch.float64, device=self.structure.device)
+        return torch.cat(parts)[self.sel_inverse]
+
+    def scatter(self, values: torch.Tensor, tensors: list[torch.Tensor | None]) -> None:
+        """Write the selected entries (fixed, then roots) into per-slot tensors."""
+        if not self.sel_slots:
+            return
+        chunks = values[self.sel_order].split(self.sel_sizes)
+        for i, coords, chunk in zip(self.sel_slots, self.sel_coords, chunks, strict=True):
+            t = tensors[i]
+            if t is not None:
+                t.index_put_(coords, chunk.to(t.dtype))
+
+    def columns(self, vector_ext: torch.Tensor, dtype: torch.dtype
+                ) -> list[torch.Tensor | None]:
+        """Per slot, ``vector_ext[src]`` shaped to broadcast against the parameter."""
+        out: list[torch.Tensor | None] = [None] * len(self.structure.slots)
+        if not self.col_slots:
+            return out
+        parts = vector_ext[self.col_index].to(dtype).split(self.col_sizes)
+        for i, part, shape in zip(self.col_slots, parts, self.col_shapes, strict=True):
+            out[i] = part.reshape(shape)
         return out
 
+    def rows(self, vector_ext: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor | None]:
+        """Per slot, ``vector_ext[dst]`` shaped to broadcast against the parameter."""
+        return [None if d is None else vector_ext[d].to(dtype) for d in self.dst_ext]
+
+    # ---------------------------------------------------------------- values
+    def fixed_values(self) -> torch.Tensor:
+        params: list[torch.Tensor | None] = [s.param for s in self.structure.slots]
+        return self.gather(params)[: self.h]
+
     def root_values(self) -> torch.Tensor:
-        out = torch.zeros(self.up.root_slot.numel(), dtype=torch.float64,
-                          device=self.structure.device)
-        for s, at in zip(self.structure.slots, self.root_at, strict=True):
-            if at is not None:
-                out[at[1]] = s.param.detach().reshape(-1)[at[0]].to(torch.float64)
-        return out
+        params: list[torch.Tensor | None] = [s.param for s in self.structure.slots]
+        return self.gather(params)[self.h:]
 
     def refresh(self) -> torch.Tensor:
         """Recompute the constants (1) and ``K`` from the fixed entries; returns the old
@@ -142,10 +204,6 @@ class _Engine:
         self.unit_d = bool((d.abs() == 1).all())
         return old
 
-    def changed(self) -> bool:
-        """Whether a fixed entry moved since the last refresh (an external rescaling)."""
-        return not torch.equal(self.fixed_values(), self.snapshot)
-
     def upstream(self, rv: torch.Tensor) -> torch.Tensor:
         """``U`` of (2), extended with ``U(none) = 1``."""
         u = torch.ones(self.h + 1, dtype=torch.float64, device=rv.device)
@@ -155,33 +213,26 @@ class _Engine:
             u[idx] = u[self.root_src_ext[a]] * rv[a] * self.k[idx]
         return u
 
-    def root_terms(self, u_ext: torch.Tensor, rv: torch.Tensor
+    def root_terms(self, u_ext: torch.Tensor, rv: torch.Tensor, rho_sel: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``v`` of the roots (3) and their gradients (4) from the current ``.grad``."""
+        """``v`` of the roots (3) and their gradients (4); ``rho_sel``: ``theta * g`` of the
+        selected entries."""
         st = self.structure
-        dev = st.device
-        s_sum = torch.zeros(self.h + 1, dtype=torch.float64, device=dev)
-        rho_root = torch.zeros_like(rv)
-        for i, s in enumerate(st.slots):
-            g = s.param.grad
-            if g is None:
-                continue
-            p = s.param.detach()
-            if s.src is not None:
-                dense = s.src.shape[0] == 1
-                dims = (0, *range(2, p.dim())) if dense else tuple(range(2, p.dim()))
-                rho = (p * g).sum(dim=dims) if dims else p * g
-                s_sum.index_add_(0, st.ext(s.src.reshape(-1)), rho.reshape(-1).to(torch.float64))
-                at = self.fixed_at[i]
-                if at is not None:
-                    fixed_rho = p.reshape(-1)[at[0]] * g.reshape(-1)[at[0]]
-                    s_sum.index_add_(0, at[1], fixed_rho.to(torch.float64), alpha=-1.0)
-            at = self.root_at[i]
-            if at is not None:
-                rho_root[at[1]] = (p.reshape(-1)[at[0]] * g.reshape(-1)[at[0]]).to(torch.float64)
+        parts = []
+        for i, dims in zip(self.col_slots, self.col_dims, strict=True):
+            p = st.slots[i].param
+            if p.grad is None:
+                parts.append(torch.zeros(self.col_sizes[self.col_slots.index(i)],
+                                         dtype=p.dtype, device=p.device))
+            else:
+                parts.append(_column_dot(p.detach(), p.grad, dims).reshape(-1))
+        s_sum = torch.zeros(self.h + 1, dtype=torch.float64, device=st.device)
+        if parts:
+            s_sum.index_add_(0, self.col_index, torch.cat(parts).to(torch.float64))
+        s_sum[: self.h] -= rho_sel[: self.h]  # the fixed entry of h is outgoing from h
         psi = torch.zeros_like(rv).index_add_(0, self.up.anchor, s_sum[: self.h])
         v_root = u_ext[self.root_src_ext] * rv * self.d_ext[self.up.root_group]
-        return v_root, (rho_root - psi) / v_root
+        return v_root, (rho_sel[self.h:] - psi) / v_root
 
     def check_roots(self, rv: torch.Tensor) -> None:
         zero = torch.nonzero(rv == 0).flatten()
@@ -197,6 +248,41 @@ class _Engine:
         return {"slots": names,
                 "fixed_slot": self.fixed.slot.cpu(), "fixed_index": self.fixed.index.cpu(),
                 "root_slot": self.up.root_slot.cpu(), "root_index": self.up.root_index.cpu()}
+
+
+def _column_dot(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``(a * b).sum(dims)`` without a full-size temporary where possible."""
+    if not dims:
+        return a * b
+    if dims[0] == 0:  # dense: columns, then the kernel positions
+        out = torch.linalg.vecdot(a, b, dim=0)
+        return out.sum(dim=tuple(range(1, out.dim()))) if out.dim() > 1 else out
+    return torch.linalg.vecdot(a.flatten(2), b.flatten(2), dim=-1)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What every G-space step needs at the current weights and gradients."""
+
+    u: torch.Tensor  # U of (2), extended
+    v_root: torch.Tensor  # v of the roots (3)
+    gv_root: torch.Tensor  # dL/dv of the roots (4)
+    old_d: torch.Tensor | None  # D before a refresh, if the skeleton weights had moved
+
+
+def _prepare(e: _Engine) -> _Prepared:
+    st = e.structure
+    params: list[torch.Tensor | None] = [s.param for s in st.slots]
+    p_sel = e.gather(params)
+    old_d = None
+    if not torch.equal(p_sel[: e.h], e.snapshot):  # rescaled from outside: new constants
+        old_d = e.refresh()
+    rv = p_sel[e.h:]
+    e.check_roots(rv)
+    g_sel = e.gather([s.param.grad for s in st.slots])
+    u = e.upstream(rv)
+    v_root, gv_root = e.root_terms(u, rv, p_sel * g_sel)
+    return _Prepared(u, v_root, gv_root, old_d)
 
 
 def _build(model: nn.Module, input_shape: Sequence[int] | None, graph: RescalingGraph | None,
@@ -298,11 +384,6 @@ class GSpace(torch.optim.Optimizer):
         self.state = self.inner.state
 
     @torch.no_grad()
-    def _sync(self) -> None:
-        if self.engine.changed():
-            self.engine.refresh()
-
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One step of the inner optimizer in G-space (module docstring (3)-(5))."""
         loss = None
@@ -310,57 +391,44 @@ class GSpace(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         e = self.engine
-        self._sync()
-        rv = e.root_values()
-        e.check_roots(rv)
-        u = e.upstream(rv)
-        v_root, gv_root = e.root_terms(u, rv)
-        d = e.d_ext
-        for i, s in enumerate(self.structure.slots):
+        st = self.structure
+        prep = _prepare(e)
+        dtype = st.slots[0].param.dtype if st.slots else torch.float64
+        cols = e.columns(prep.u, dtype)
+        rows = e.rows(e.d_ext, dtype)
+        grads: list[torch.Tensor | None] = [None] * len(st.slots)
+        for i, s in enumerate(st.slots):
             v = self._values[i]
             if v is None:
                 continue
             p = s.param
-            src, dst = e.src_ext[i], e.dst_ext[i]
             v.copy_(p)
             gv = torch.zeros_like(v) if p.grad is None else p.grad.detach().clone()
-            if src is not None:
-                col = u[src].to(p.dtype)
-                v.mul_(col)
-                gv.div_(col)
-            if dst is not None:
-                row = d[dst].to(p.dtype)
-                v.mul_(row)
-                gv.div_(row)
-            at = e.fixed_at[i]
-            if at is not None:
-                gv.view(-1)[at[0]] = 0
-            at = e.root_at[i]
-            if at is not None:
-                gv.view(-1)[at[0]] = gv_root[at[1]].to(p.dtype)
+            for factor in (cols[i], rows[i]):
+                if factor is not None:
+                    v.mul_(factor)
+                    gv.div_(factor)
             v.grad = gv
+            grads[i] = gv
+        e.scatter(torch.cat([torch.zeros_like(e.snapshot), prep.gv_root]), grads)
         self.inner.step()
-        new_root = torch.zeros_like(v_root)
-        for i, at in enumerate(e.root_at):
-            v = self._values[i]
-            if at is not None and v is not None:
-                new_root[at[1]] = v.detach().reshape(-1)[at[0]].to(torch.float64)
-        u_new = u.clone()
-        u_new[: e.h] = u[: e.h] * (new_root / v_root)[e.up.anchor]
-        for i, s in enumerate(self.structure.slots):
+        new_root = e.gather(list(self._values))[e.h:]
+        u_new = prep.u.clone()
+        u_new[: e.h] = prep.u[: e.h] * (new_root / prep.v_root)[e.up.anchor]
+        cols = e.columns(u_new, dtype)
+        params: list[torch.Tensor | None] = [None] * len(st.slots)
+        for i, s in enumerate(st.slots):
             v = self._values[i]
             if v is None:
                 continue
             p = s.param
-            src, dst = e.src_ext[i], e.dst_ext[i]
             p.copy_(v)
-            if src is not None:
-                p.div_(u_new[src].to(p.dtype))
-            if dst is not None:
-                p.div_(d[dst].to(p.dtype))
-            at = e.fixed_at[i]
-            if at is not None:
-                p.view(-1)[at[0]] = e.snapshot[at[1]].to(p.dtype)
+            for factor in (cols[i], rows[i]):
+                if factor is not None:
+                    p.div_(factor)
+            params[i] = p
+        theta_root = new_root / (u_new[e.root_src_ext] * e.d_ext[e.up.root_group])
+        e.scatter(torch.cat([e.snapshot, theta_root]), params)
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -378,7 +446,8 @@ class GSpace(torch.optim.Optimizer):
         """The basis-path values (3) of the current weights, keyed by parameter name."""
         e = self.engine
         with torch.no_grad():
-            self._sync()
+            if not torch.equal(e.fixed_values(), e.snapshot):
+                e.refresh()
             u = e.upstream(e.root_values())
             out = {}
             for i, s in enumerate(self.structure.slots):
@@ -443,22 +512,20 @@ class GSGD(torch.optim.Optimizer):
         self.set_to_one = set_to_one
         slot_ids = {id(s.param) for s in self.structure.slots}
         self._extra = [p for g in self.param_groups for p in g["params"] if id(p) not in slot_ids]
+        self._root_options: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _group_of(self) -> dict[int, dict[str, Any]]:
         return {id(p): g for g in self.param_groups for p in g["params"]}
 
     @torch.no_grad()
-    def _sync(self) -> None:
+    def _rescale_buffers(self, old_d: torch.Tensor) -> None:
+        """Stored buffers are ``D(dst) * buffer``: follow a change of ``D``."""
         e = self.engine
-        if not e.changed():
-            return
-        old = e.refresh()
-        for i, s in enumerate(self.structure.slots):  # stored buffers are D(dst) * buffer
+        for i, s in enumerate(self.structure.slots):
             buf = self.state.get(s.param, {}).get(_MOMENTUM)
-            if buf is not None and e.dst_ext[i] is not None:
-                dst = e.dst_ext[i]
-                assert dst is not None
-                buf.mul_((e.d_ext[dst] / old[dst]).to(buf.dtype))
+            dst = e.dst_ext[i]
+            if buf is not None and dst is not None:
+                buf.mul_((e.d_ext[dst] / old_d[dst]).to(buf.dtype))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -469,85 +536,78 @@ class GSGD(torch.optim.Optimizer):
                 loss = closure()
         e = self.engine
         st = self.structure
-        self._sync()
+        prep = _prepare(e)
+        if prep.old_d is not None:
+            self._rescale_buffers(prep.old_d)
         groups = self._group_of()
-        rv = e.root_values()
-        e.check_roots(rv)
-        u = e.upstream(rv)
-        v_root, gv_root = e.root_terms(u, rv)
-        d = e.d_ext
-        # per-root learning rate and momentum, old root buffers
-        n_root = rv.numel()
-        lr_r = torch.zeros(n_root, dtype=torch.float64, device=rv.device)
-        mom_r = torch.zeros_like(lr_r)
-        buf_r = torch.zeros_like(lr_r)
-        for i, s in enumerate(st.slots):
-            at = e.root_at[i]
-            g = groups.get(id(s.param))
-            if at is None or g is None:
-                continue
-            lr_r[at[1]] = g["lr"]
-            mom_r[at[1]] = g["momentum"]
-            buf = self.state.get(s.param, {}).get(_MOMENTUM)
-            if buf is not None:
-                buf_r[at[1]] = buf.reshape(-1)[at[0]].to(torch.float64)
-        d_root = d[e.up.root_group]
-        b_root = mom_r * buf_r / d_root + gv_root
-        new_root = v_root - lr_r * b_root
-        ratio = new_root / v_root
+        options = [groups.get(id(s.param)) for s in st.slots]
+        lrs = [0.0 if g is None else float(g["lr"]) for g in options]
+        moms = [0.0 if g is None else float(g["momentum"]) for g in options]
+        key = (tuple(lrs), tuple(moms))
+        if self._root_options is None or self._root_options[0] != key:
+            dev = st.device
+            self._root_options = (key, (
+                torch.tensor(lrs, dtype=torch.float64, device=dev)[e.root_slot],
+                torch.tensor(moms, dtype=torch.float64, device=dev)[e.root_slot]))
+        lr_r, mom_r = self._root_options[1]
+        any_momentum = any(moms)
+        buffers: list[torch.Tensor | None] = [None] * len(st.slots)
+        if any_momentum:
+            for i, s in enumerate(st.slots):
+                if moms[i]:
+                    buffers[i] = self.state[s.param].get(_MOMENTUM)
+        d_root = e.d_ext[e.up.root_group]
+        b_root = prep.gv_root
+        if any_momentum:
+            b_root = mom_r * e.gather(buffers)[e.h:] / d_root + prep.gv_root
+        new_root = prep.v_root - lr_r * b_root
+        u = prep.u
         u_new = u.clone()
-        u_new[: e.h] = u[: e.h] * ratio[e.up.anchor]
-        col_factor = u / u_new  # (5): U / U' per source group
+        u_new[: e.h] = u[: e.h] * (new_root / prep.v_root)[e.up.anchor]
+        dtype = st.slots[0].param.dtype if st.slots else torch.float64
+        factors = e.columns(u / u_new, dtype)  # U / U' per source column, eq. (5)
+        inv_u = e.columns(1.0 / u, dtype) if any_momentum else [None] * len(st.slots)
+        coefs = e.columns(u / (u_new * u.square()), dtype) if not all(moms) \
+            else [None] * len(st.slots)
+        inv_d2 = e.rows(1.0 / e.d_ext.square(), dtype) if not e.unit_d \
+            else [None] * len(st.slots)
         for i, s in enumerate(st.slots):
-            g = groups.get(id(s.param))
-            p = s.param
-            src, dst = e.src_ext[i], e.dst_ext[i]
-            lr = 0.0 if g is None else float(g["lr"])
-            momentum = 0.0 if g is None else float(g["momentum"])
-            us = None if src is None else u[src]
-            inv_d2 = None if dst is None or e.unit_d else (1.0 / d[dst].square()).to(p.dtype)
+            p, lr, momentum = s.param, lrs[i], moms[i]
             direction = p.grad
-            coef: torch.Tensor | None = None
+            coef = coefs[i]  # (U / U') / U^2 without momentum, (U / U') / U with it
             if momentum:
-                state = self.state[p]
-                buf = state.get(_MOMENTUM)
+                buf = buffers[i]
                 if buf is None:
-                    buf = state[_MOMENTUM] = torch.zeros_like(p.detach())
+                    buf = self.state[p][_MOMENTUM] = torch.zeros_like(p.detach())
+                    buffers[i] = buf
                 else:
                     buf.mul_(momentum)
                 if direction is not None:
-                    if us is None:
+                    col_u = inv_u[i]
+                    if col_u is None:
                         buf.add_(direction)
                     else:
-                        buf.addcmul_(direction, (1.0 / us).to(p.dtype))
+                        buf.addcmul_(direction, col_u)
                 direction = buf
-                coef = None if us is None else 1.0 / us
-            elif direction is not None:
-                coef = None if us is None else 1.0 / us.square()
-            if src is not None:
-                cf = col_factor[src]
-                p.mul_(cf.to(p.dtype))
-                coef = cf if coef is None else cf * coef
-            if direction is not None and lr:
-                if inv_d2 is not None:
-                    direction = direction * inv_d2
-                if coef is None:
-                    p.add_(direction, alpha=-lr)
-                else:
-                    p.addcmul_(direction, coef.to(p.dtype), value=-lr)
-            at = e.root_at[i]
-            if at is not None:
-                vals = new_root[at[1]] / (u_new[e.root_src_ext[at[1]]] * d_root[at[1]])
-                p.view(-1)[at[0]] = vals.to(p.dtype)
-                buf = self.state.get(p, {}).get(_MOMENTUM)
-                if buf is not None:
-                    buf.view(-1)[at[0]] = (d_root[at[1]] * b_root[at[1]]).to(buf.dtype)
-            at = e.fixed_at[i]
-            if at is not None:
-                p.view(-1)[at[0]] = e.snapshot[at[1]].to(p.dtype)
-                buf = self.state.get(p, {}).get(_MOMENTUM)
-                if buf is not None:
-                    buf.view(-1)[at[0]] = 0
+                col_u, factor_i = inv_u[i], factors[i]
+                coef = None if col_u is None or factor_i is None else factor_i * col_u
+            factor = factors[i]
+            if factor is not None:
+                p.mul_(factor)
+            if direction is None or not lr:
+                continue
+            row_d2 = inv_d2[i]
+            if row_d2 is not None:
+                direction = direction * row_d2
+            if coef is None:
+                p.add_(direction, alpha=-lr)
+            else:
+                p.addcmul_(direction, coef, value=-lr)
+        theta_root = new_root / (u_new[e.root_src_ext] * d_root)
+        params: list[torch.Tensor | None] = [s.param for s in st.slots]
+        e.scatter(torch.cat([e.snapshot, theta_root]), params)
+        if any_momentum:
+            e.scatter(torch.cat([torch.zeros_like(e.snapshot), d_root * b_root]), buffers)
         for p in self._extra:  # parameters outside the graph: plain SGD
             g = groups[id(p)]
             if p.grad is None:

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..graph import RescalingGraph, rescaling_graph
-from ..lifting import lifting_parameters, magnitudes_of
+from ..lifting import LiftingParameters, Magnitudes, fold_layer, magnitudes_of
 
 
 class PathSGD(torch.optim.Optimizer):
@@ -59,7 +59,9 @@ class PathSGD(torch.optim.Optimizer):
             :func:`pathcond.rescale.transport_optimizer_state` expects. 0 is the paper's
             algorithm.
         eps: added to every magnitude (0: coordinates with ``m = 0`` are not moved).
-        dtype: precision of the magnitude computation.
+        dtype: precision of the magnitude computation (default: the parameters' dtype;
+            the magnitude network renormalises by powers of two, so float32 does not
+            overflow).
         params: parameters or parameter groups of ``model`` to optimise (default: all).
             Parameters outside the rescaling graph (if any) get plain SGD steps.
         graph: a prebuilt rescaling graph of ``model``.
@@ -67,7 +69,7 @@ class PathSGD(torch.optim.Optimizer):
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None, *,
                  lr: float, momentum: float = 0.0, eps: float = 0.0,
-                 dtype: torch.dtype = torch.float64,
+                 dtype: torch.dtype | None = None,
                  params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
@@ -86,32 +88,66 @@ class PathSGD(torch.optim.Optimizer):
         self.dtype = dtype
         named = dict(model.named_parameters())
         self._names = {id(p): n for n, p in named.items()}
+        self._in_graph: set[str] = set()
+        for layer in graph.layers:
+            self._in_graph.add(layer.weight_name)
+            if layer.bias_name is not None:
+                self._in_graph.add(layer.bias_name)
+            if layer.batchnorm is not None:
+                self._in_graph.update({f"{layer.batchnorm}.weight", f"{layer.batchnorm}.bias"})
         for group in self.param_groups:
             for p in group["params"]:
                 if id(p) not in self._names:
                     raise ValueError("PathSGD got a parameter that is not one of the model's")
 
+    def _dtype(self) -> torch.dtype:
+        if self.dtype is not None:
+            return self.dtype
+        first = next(iter(self.model.parameters()))
+        return first.dtype if first.is_floating_point() else torch.float64
+
     @torch.no_grad()
-    def _fold_factors(self, layer_index: int) -> torch.Tensor:
+    def _fold_factors(self, layer_index: int, dtype: torch.dtype) -> torch.Tensor:
         layer = self.graph.layers[layer_index]
         assert layer.batchnorm is not None
         bn = self.model.get_submodule(layer.batchnorm)
         assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
         assert bn.running_var is not None
-        sigma = torch.sqrt(bn.running_var.to(self.dtype) + bn.eps)
-        gamma = bn.weight.detach().to(self.dtype) if bn.affine else torch.ones_like(sigma)
+        sigma = torch.sqrt(bn.running_var.to(dtype) + bn.eps)
+        gamma = bn.weight.detach().to(dtype) if bn.affine else torch.ones_like(sigma)
         return gamma / sigma
+
+    def _relative(self) -> tuple[Magnitudes, torch.dtype]:
+        """``m / N`` of the folded parameters and ``log N`` (one forward and backward pass
+        of the magnitude network). Layers without BatchNorm use the parameters themselves
+        (no copy when ``dtype`` is theirs); no finiteness check, a diverged model gives NaN
+        magnitudes and no step."""
+        dtype = self._dtype()
+        weights: list[torch.Tensor] = []
+        biases: list[torch.Tensor | None] = []
+        for layer in self.graph.layers:
+            if layer.batchnorm is not None:
+                w, b = fold_layer(self.model, layer, dtype=dtype)
+            else:
+                module = self.model.get_submodule(layer.name)
+                weight = getattr(module, "weight")  # noqa: B009
+                assert isinstance(weight, torch.Tensor)
+                w = weight.detach().to(dtype)
+                bias = getattr(module, "bias", None)
+                b = None if bias is None else bias.detach().to(dtype)
+            weights.append(w)
+            biases.append(b)
+        with torch.enable_grad():
+            return magnitudes_of(self.graph, LiftingParameters(tuple(weights),
+                                                               tuple(biases))), dtype
 
     def magnitudes(self) -> dict[str, torch.Tensor]:
         """Path magnitudes of the model's parameters (module docstring), keyed by name, in
-        ``dtype``; one forward and backward pass of the magnitude network."""
-        graph = self.graph
-        with torch.enable_grad():
-            rel = magnitudes_of(graph, lifting_parameters(self.model, graph, dtype=self.dtype))
-        # absolute magnitudes m = (m / N) * N; inf (no step) where N overflows
+        ``dtype`` (default: the parameters' dtype); ``inf`` where ``N`` overflows."""
+        rel, dtype = self._relative()
         scale = math.exp(rel.log_norm_sq) if rel.log_norm_sq < 709.0 else math.inf
         out: dict[str, torch.Tensor] = {}
-        for li, (layer, mw, mb) in enumerate(zip(graph.layers, rel.weights, rel.biases,
+        for li, (layer, mw, mb) in enumerate(zip(self.graph.layers, rel.weights, rel.biases,
                                                  strict=True)):
             if layer.batchnorm is None:
                 out[layer.weight_name] = mw * scale
@@ -119,7 +155,7 @@ class PathSGD(torch.optim.Optimizer):
                     out[layer.bias_name] = mb * scale
                 continue
             assert mb is not None
-            f2 = self._fold_factors(li).square()
+            f2 = self._fold_factors(li, dtype).square()
             shape = (-1, *([1] * (mw.dim() - 1)))
             out[layer.weight_name] = mw * scale * f2.reshape(shape)
             if layer.bias_name is not None:
@@ -127,6 +163,41 @@ class PathSGD(torch.optim.Optimizer):
             for suffix in ("weight", "bias"):
                 out[f"{layer.batchnorm}.{suffix}"] = mb * scale
         return out
+
+    @torch.no_grad()
+    def _inverses(self, eps: float) -> tuple[dict[str, torch.Tensor], float]:
+        """``N / (m + eps)`` per parameter name (0 where ``m + eps = 0``), computed in place
+        on the magnitude network's gradients, and ``1 / N``: the step is
+        ``lr * g * inv / N``."""
+        rel, dtype = self._relative()
+        log_n = rel.log_norm_sq
+        if not math.isfinite(log_n) or abs(log_n) > 700.0:
+            return {}, 0.0
+        inv_n = math.exp(-log_n)
+        shift = eps * inv_n
+
+        def inverse(m: torch.Tensor) -> torch.Tensor:
+            if shift:
+                m.add_(shift)
+            return m.reciprocal_().nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+
+        out: dict[str, torch.Tensor] = {}
+        for li, (layer, mw, mb) in enumerate(zip(self.graph.layers, rel.weights, rel.biases,
+                                                 strict=True)):
+            if layer.batchnorm is None:
+                out[layer.weight_name] = inverse(mw)
+                if layer.bias_name is not None and mb is not None:
+                    out[layer.bias_name] = inverse(mb)
+                continue
+            assert mb is not None
+            f2 = self._fold_factors(li, dtype).square()
+            out[layer.weight_name] = inverse(mw.mul_(f2.reshape(-1, *([1] * (mw.dim() - 1)))))
+            if layer.bias_name is not None:
+                out[layer.bias_name] = inverse(mb * f2)
+            gamma = inverse(mb)
+            for suffix in ("weight", "bias"):
+                out[f"{layer.batchnorm}.{suffix}"] = gamma
+        return out, inv_n
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -137,9 +208,12 @@ class PathSGD(torch.optim.Optimizer):
                 loss = closure()
         if not any(p.grad is not None for g in self.param_groups for p in g["params"]):
             return loss
-        mags = self.magnitudes()
+        eps = {float(g["eps"]) for g in self.param_groups}
+        if len(eps) > 1:
+            raise ValueError("PathSGD needs the same eps in every parameter group")
+        inverses, inv_n = self._inverses(eps.pop())
         for group in self.param_groups:
-            lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            lr, momentum = group["lr"], group["momentum"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -152,14 +226,23 @@ class PathSGD(torch.optim.Optimizer):
                     else:
                         buf.mul_(momentum).add_(d_p)
                     d_p = buf
-                m = mags.get(self._names[id(p)])
-                if m is None:
-                    p.add_(d_p, alpha=-lr)
-                    continue
-                m = m + eps if eps else m
-                inv = torch.where(m > 0, 1.0 / m, 0.0)
-                if p.dtype != inv.dtype:
+                name = self._names[id(p)]
+                inv = inverses.get(name)
+                if inv is None:
+                    if name not in self._in_graph:
+                        p.add_(d_p, alpha=-lr)
+                    continue  # N out of float64's range: no step for the graph's parameters
+                factor = lr * inv_n
+                if inv.dtype != p.dtype:
                     finfo = torch.finfo(p.dtype)
+                    if not finfo.tiny < factor < finfo.max:
+                        inv = inv * factor
+                        factor = 1.0
                     inv = inv.clamp(max=finfo.max).to(p.dtype)
-                p.addcmul_(d_p, inv, value=-lr)
+                elif p.dtype != torch.float64:
+                    finfo = torch.finfo(p.dtype)
+                    if not finfo.tiny < factor < finfo.max:
+                        inv = (inv.double() * factor).clamp(max=finfo.max).to(p.dtype)
+                        factor = 1.0
+                p.addcmul_(d_p, inv, value=-factor)
         return loss
