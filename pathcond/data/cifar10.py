@@ -34,7 +34,8 @@ CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
 
 _HINT = ("download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
-         f"extract it and pass root= (or set {CIFAR10_ENV}) to its cifar-10-batches-py directory")
+         f"extract it and point root= (data.root, --data-root; or set {CIFAR10_ENV}) "
+         "to its cifar-10-batches-py directory")
 
 _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],

@@ -21,8 +21,8 @@ FASHION_MNIST_VAL_FRACTION = 1 / 6
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
-_HINT = (f"install it with `apt-get install dataset-fashion-mnist`, or pass root= "
-         f"(or set {FASHION_MNIST_ENV}) to a directory of the 4 idx files")
+_HINT = (f"install it with `apt-get install dataset-fashion-mnist`, or point root= "
+         f"(data.root, --data-root; or set {FASHION_MNIST_ENV}) to a directory of the 4 idx files")
 
 
 def fashion_mnist_dir(root: str | Path | None = None) -> Path:

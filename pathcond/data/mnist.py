@@ -40,7 +40,8 @@ def locate_mnist_zip() -> Path:
         dist = importlib.metadata.distribution(MNIST_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         raise DatasetNotFoundError(
-            f"MNIST needs the package {MNIST_DISTRIBUTION}: {_INSTALL}, or pass root=") from None
+            f"MNIST needs the package {MNIST_DISTRIBUTION}: {_INSTALL}, or point root= (data.root, "
+            "--data-root) to the data") from None
     for file in dist.files or ():
         if file.name == MNIST_ZIP_NAME:
             path = Path(str(file.locate()))

@@ -72,14 +72,20 @@ class MetricsWriter:
             self._tb = None
 
 
-def open_tensorboard(directory: Path, purge_step: int | None = None) -> Any:
-    """A TensorBoard ``SummaryWriter``, or a one-line ConfigError if it is not installed."""
+def tensorboard_writer_class() -> Any:
+    """``torch.utils.tensorboard.SummaryWriter``, or a one-line ConfigError if the
+    tensorboard package is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("output.tensorboard needs the tensorboard package: "
                           "pip install tensorboard (or set output.tensorboard: false)") from None
-    return SummaryWriter(log_dir=str(directory), purge_step=purge_step)
+    return SummaryWriter
+
+
+def open_tensorboard(directory: Path, purge_step: int | None = None) -> Any:
+    """A TensorBoard ``SummaryWriter`` logging into ``directory``."""
+    return tensorboard_writer_class()(log_dir=str(directory), purge_step=purge_step)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ from .checkpoint import (
 )
 from .config import DataConfig, ExperimentConfig, method_label, validate_config
 from .methods import MethodContext, build_method, make_optimizer
-from .metrics import MetricsWriter
+from .metrics import MetricsWriter, tensorboard_writer_class
 
 __all__ = ["RunResult", "Trainer", "load_data", "resolve_device", "train"]
 
@@ -186,6 +186,8 @@ class Trainer:
         self.log: Callable[[str], None] = log if log is not None else (
             _stderr if self.progress else (lambda _m: None))
         self.device = resolve_device(config.device)
+        if config.output.tensorboard:
+            tensorboard_writer_class()
         if config.training.threads is not None:
             torch.set_num_threads(config.training.threads)
         if self.device.type == "cuda":

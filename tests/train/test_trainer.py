@@ -188,6 +188,11 @@ def test_bad_input_is_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="target_accuracy needs a classification"):
         Trainer(tiny_config(run, "data.task=autoencoding", "model.args.widths=[12,6,12]",
                             "training.target_accuracy=0.5"))
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install tensorboard"):
+            Trainer(tiny_config(run, "output.tensorboard=true"))
     with pytest.raises(ConfigError, match="CUDA is not available"):
         if torch.cuda.is_available():
             raise ConfigError("CUDA is not available (skipped: CUDA present)")
@@ -272,3 +277,30 @@ def test_method_specifics(tmp_path: Path) -> None:
                             "optimizer.momentum=0"))
     with pytest.raises(ConfigError, match="does not support optimizer.weight_decay"):
         Trainer(tiny_config(tmp_path / "g", "method=gsgd", "optimizer.weight_decay=0.1"))
+
+
+def test_tensorboard_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With output.tensorboard, every epoch's numbers go to a SummaryWriter (faked here:
+    tensorboard is an optional dependency)."""
+    import pathcond.train.metrics as metrics
+
+    calls: list[tuple[str, float, int]] = []
+
+    class FakeWriter:
+        def __init__(self, log_dir: str, purge_step: int | None = None) -> None:
+            self.log_dir = log_dir
+
+        def add_scalar(self, key: str, value: float, step: int) -> None:
+            calls.append((key, value, step))
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(metrics, "tensorboard_writer_class", lambda: FakeWriter)
+    monkeypatch.setattr("pathcond.train.trainer.tensorboard_writer_class", lambda: FakeWriter)
+    train(tiny_config(tmp_path / "tb", "output.tensorboard=true", "training.epochs=2"))
+    assert {step for key, _, step in calls if key == "train_loss"} == {0, 1, 2}
+    assert any(key == "am_gm" for key, _, _ in calls)
