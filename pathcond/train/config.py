@@ -61,7 +61,7 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 class DataConfig(_Strict):
     """Which dataset, where it is, how it is split."""
 
-    name: str = Field(default="synthetic",
+    name: str = Field(default="mnist",
                       description="mnist, fashion_mnist, cifar10, moons, digits, synthetic")
     root: str | None = Field(default=None,
                              description="directory or file of the data, if not default")

@@ -177,3 +177,27 @@ def test_rescaled_checkpoint_keeps_the_function(tmp_path: Path, tiny_yaml: Path)
     b, _, _ = model_from_checkpoint(load_checkpoint(dst), dst)
     x = torch.randn(5, *shape)
     torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-6)
+
+
+def test_train_on_generated_cifar10_files(tmp_path: Path) -> None:
+    """A dataset read from files the user points at (here: generated CIFAR-10 batches)."""
+    from pathcond.data.synthetic import write_cifar10_batches
+
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py", n_per_batch=20)
+    code, out, err = run("train", "--dataset", "cifar10", "--data-root", tmp_path,
+                         "--model", "mlp", "--arg", "widths=[3072, 16, 10]", "--epochs", "1",
+                         "--no-progress", "--out", tmp_path / "run", "--set",
+                         "output.plot=false", "--set", "training.threads=1")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final"]["test_acc"] is not None  # the test batch is evaluated
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """`pathcond demo` (what `make demo` runs), shortened: real MNIST, table and plot."""
+    code, out, err = run("demo", "--limit", "2000", "--epochs", "1", "--seeds", "0,1",
+                         "--out", tmp_path / "demo", "--no-progress")
+    assert code == 0, err
+    assert "baseline" in out and "pathcond" in out and "±" in out
+    assert (tmp_path / "demo" / "plots" / "curves.png").is_file()
