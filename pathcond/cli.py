@@ -514,8 +514,8 @@ def demo(
     progress: ProgressOpt = None,
 ) -> None:
     """MNIST on an irregular-width MLP (784-512-32-256-16-10): plain SGD against PathCond at
-    initialisation, 2 seeds; a summary table here and a plot in the run directory (well
-    under a minute on a CPU)."""
+    initialisation, 2 seeds; a summary table here and a plot in the run directory (about a
+    minute on a CPU)."""
     from .train.config import validate_config
 
     if epochs < 1 or limit < 1 or threads < 1:
