@@ -124,6 +124,24 @@ class UnitStore:
         self.put(key, spec, result)
         return self.units[key]["result"]
 
+    def adopt(self, path: str | Path) -> int:
+        """Copy into this store the units of another store file that this one lacks (an
+        experiment sharing units with another, e.g. App M with Fig 5); a unit is still used
+        only if its spec matches. Returns the number of units copied."""
+        p = Path(path)
+        if not p.is_file():
+            return 0
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return 0
+        count = 0
+        for key, entry in dict(data.get("units", {})).items():
+            if key not in self.units:
+                self.units[key] = entry
+                count += 1
+        return count
+
     def results(self, prefix: str = "") -> dict[str, Any]:
         """Results of the units whose key starts with ``prefix``."""
         return {k: v["result"] for k, v in self.units.items() if k.startswith(prefix)}

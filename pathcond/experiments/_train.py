@@ -61,13 +61,30 @@ def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(x, (left, size - w - left, top, size - h - top))
 
 
+def _autoencoding(splits: DataSplits) -> DataSplits:
+    """:func:`pathcond.data.to_autoencoding`, also when a split is empty (there, reshaping
+    ``(0, 1, 28, 28)`` with ``-1`` fails)."""
+    if splits.num_val and (splits.test_x is None or splits.num_test):
+        return to_autoencoding(splits)
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    train_x, val_x = flat(splits.train_x), flat(splits.val_x)
+    test_x = None if splits.test_x is None else flat(splits.test_x)
+    return DataSplits(name=f"{splits.name}-autoencoding", train_x=train_x, train_y=train_x,
+                      val_x=val_x, val_y=val_x, test_x=test_x, test_y=test_x,
+                      num_classes=None, input_shape=tuple(int(s) for s in train_x.shape[1:]))
+
+
 def get_data(spec: Mapping[str, Any]) -> DataSplits:
     """Load (and cache for the process) a dataset described by ``spec``.
 
     Keys: ``name`` (any :func:`pathcond.data.load_dataset` name), ``root``, ``limit``
     (training samples kept), ``val_fraction``, ``split_seed``, ``options``; then
     ``pad_to`` (zero-pad images to this size, e.g. 28 -> 32 to give MNIST-like images the
-    CIFAR-10 shape), ``normalize: channel`` (standardise each channel with the training
+    CIFAR-10 shape), ``test_limit`` (keep the first so many test samples),
+    ``normalize: channel`` (standardise each channel with the training
     mean and deviation: the paper's "channel-wise normalization") and ``task:
     autoencoding`` (targets = flattened inputs).
     """
@@ -78,6 +95,12 @@ def get_data(spec: Mapping[str, Any]) -> DataSplits:
                           seed=int(spec.get("split_seed", 0)),
                           val_fraction=spec.get("val_fraction"), limit=spec.get("limit"),
                           **dict(spec.get("options") or {}))
+    test_limit = spec.get("test_limit")
+    if test_limit is not None and splits.test_x is not None and splits.test_y is not None:
+        import dataclasses
+
+        splits = dataclasses.replace(splits, test_x=splits.test_x[:int(test_limit)],
+                                     test_y=splits.test_y[:int(test_limit)])
     pad_to = spec.get("pad_to")
     norm = spec.get("normalize")
     if pad_to or norm:
@@ -101,7 +124,7 @@ def get_data(spec: Mapping[str, Any]) -> DataSplits:
                             num_classes=splits.num_classes,
                             input_shape=tuple(int(s) for s in train_x.shape[1:]))
     if spec.get("task") == "autoencoding":
-        splits = to_autoencoding(splits)
+        splits = _autoencoding(splits)
     _DATA_CACHE[key] = splits
     return splits
 
@@ -325,7 +348,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
                  build_model: Callable[[], nn.Module], data: DataSplits,
                  method: Mapping[str, Any], optimizer: Mapping[str, Any], epochs: int,
                  batch_size: int, seed: int, eval_batch_size: int = 1000,
-                 evaluate: Sequence[str] = ("val", "test"),
+                 eval_splits: Sequence[str] = ("val", "test"),
                  stop_at: tuple[str, float] | None = None) -> dict[str, Any] | None:
     """One training run with the internal minimal loop (SGD/Adam; methods ``baseline``,
     ``pathcond`` (at initialisation), ``enorm`` (``every`` steps), ``weightfix``
@@ -415,9 +438,9 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
         row: dict[str, Any] = {"epoch": epoch, "wall_time": wall,
                                "train_loss": train_loss if math.isfinite(train_loss) else None,
                                "train_acc": correct / count if classification else None}
-        if "val" in evaluate:
+        if "val" in eval_splits:
             row["val_loss"], row["val_acc"] = evaluate(data.val_x, data.val_y)
-        if "test" in evaluate:
+        if "test" in eval_splits:
             row["test_loss"], row["test_acc"] = evaluate(data.test_x, data.test_y)
         row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                for k, v in row.items()}

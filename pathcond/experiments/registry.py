@@ -243,6 +243,12 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     store = UnitStore(out, header, resume=resume)
     ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
                      resume=resume, progress=progress)
+    for other in params.get("share_units_with") or []:
+        # Another experiment with the same units (e.g. App M and Fig 5): reuse what it has
+        # finished, from its default output directory beside this one.
+        found = store.adopt(out.parent / f"{other}-{scale}" / "units.json") if resume else 0
+        if found:
+            ctx.log(f"reusing {found} units of {other}")
     start = time.perf_counter()
     summary = dict(runner(ctx))
     summary.setdefault("complete", not ctx.messages)

@@ -1,0 +1,195 @@
+"""Paper Fig 2 (section 5.1) and Appendix K: MLP_BN depth sweep, epochs to 99% training
+accuracy, baseline vs ENorm vs PathCond at initialisation.
+
+Published protocol: CIFAR-10 (40k training images, flattened to 3072), MLP_BN
+``3072 -> [500]*k -> 10`` with ``Linear(no bias) -> BatchNorm1d -> ReLU`` hidden layers,
+``k = 3..8``, Kaiming uniform, SGD lr 1e-3, batch 128, 100 epochs, 3 seeds. CIFAR-10 is read
+from ``data.root`` / ``$PATHCOND_CIFAR10_DIR`` when present; otherwise the configs use a
+labelled substitute (Fashion-MNIST, 784 inputs, same hidden layers).
+
+Methods (labels): ``baseline``; ``enorm`` the paper's ENorm setting (c = 1, p = 2, one cycle
+per SGD step, BatchNorm parameters excluded: in a function-preserving implementation this
+leaves nothing to balance in MLP_BN, see the results page); ``enorm_bn`` the same with the
+BatchNorm affine parameters included (the units are then balanced through gamma and beta);
+``pathcond`` PathCond at initialisation (on the eval-mode fold of BatchNorm, applied to
+gamma and beta: docs/batchnorm.md).
+
+Claims: PathCond reaches 99% training accuracy up to 1.5x faster (3 hidden layers: the
+strongest gain; deeper: modest but consistent), ENorm brings no improvement; App K: gains at
+small to moderate learning rates, vanishing at large ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ._plot import COLORS, mean_std, pyplot, save
+from ._train import data_config, get_data, run_key, train_unit
+from .registry import RunContext
+
+__all__ = ["draw_app_k", "draw_fig2", "run_app_k", "run_fig2"]
+
+
+def _methods(p: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(label, method config)`` pairs; a plain string is its own label."""
+    out = []
+    for m in p["methods"]:
+        if isinstance(m, str):
+            out.append((m, m))
+        else:
+            m = dict(m)
+            out.append((str(m.pop("label", m.get("name"))), m.get("method", m)))
+    return out
+
+
+def _config(p: dict[str, Any], depth: int, lr: float, method: Any, label: str, seed: int,
+            n_in: int) -> dict[str, Any]:
+    return {
+        "name": f"mlpbn-d{depth}-lr{lr}-{label}-s{seed}", "seed": seed,
+        "device": p.get("device", "cpu"), "data": data_config(p["data"]),
+        "model": {"name": "mlp_bn", "args": {"depth": depth, "width": int(p.get("width", 500)),
+                                             "in_features": n_in}},
+        "optimizer": {"name": "sgd", "lr": lr},
+        "training": {"epochs": int(p["epochs"]), "batch_size": int(p.get("batch_size", 128)),
+                     "eval_batch_size": 2000, "evaluate_test": bool(p.get("evaluate_test", False)),
+                     "am_gm": True, "target_accuracy": float(p.get("target", 0.99)),
+                     "target_split": "train",
+                     **({"threads": int(p["threads"])} if p.get("threads") else {})},
+        "method": method,
+        "output": {"progress": False, "plot": False, "keep_checkpoints": 1},
+    }
+
+
+def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, Any]:
+    p = ctx.params
+    data = get_data(p["data"])
+    ctx.log(data.describe())
+    n_in = 1
+    for s in data.input_shape:
+        n_in *= int(s)
+    target = float(p.get("target", 0.99))
+    methods = _methods(p)
+    seeds = [int(s) for s in p["seeds"]]
+    stop = bool(p.get("stop_at_target", True))
+    runs: dict[str, Any] = {}
+    for lr in lrs:
+        for depth in depths:
+            for label, method in methods:
+                for seed in seeds:
+                    key = run_key(f"depth={depth}", f"lr={lr}", label, f"seed={seed}")
+                    rec = train_unit(ctx, key, _config(p, depth, lr, method, label, seed, n_in),
+                                     data, stop_at=("train_acc", target) if stop else None,
+                                     chunk=int(p.get("chunk", 5)))
+                    if rec is not None:
+                        runs[key] = rec
+    table = []
+    for lr in lrs:
+        for depth in depths:
+            params = n_in * int(p.get("width", 500)) + (depth - 1) * int(p.get("width", 500)) ** 2 \
+                + int(p.get("width", 500)) * 10 + 10 + depth * 2 * int(p.get("width", 500))
+            row: dict[str, Any] = {"lr": lr, "depth": depth, "parameters": params}
+            for label, _ in methods:
+                recs = [runs[k] for s in seeds
+                        if (k := run_key(f"depth={depth}", f"lr={lr}", label, f"seed={s}"))
+                        in runs]
+                row[label] = {"epochs_to_target": mean_std(r.get("epochs_to_target")
+                                                           for r in recs),
+                              "reached": sum(r.get("epochs_to_target") is not None
+                                             for r in recs),
+                              "runs": len(recs),
+                              "final_train_acc": mean_std(r["final_train_acc"] for r in recs),
+                              "final_train_loss": mean_std(r["final_train_loss"]
+                                                           for r in recs)}
+            b = row.get("baseline", {}).get("epochs_to_target", {}).get("mean")
+            for label, _ in methods:
+                e = row[label]["epochs_to_target"]["mean"]
+                if b and e and label != "baseline":
+                    row[label]["speedup_vs_baseline"] = b / e
+            table.append(row)
+    n_units = len(lrs) * len(depths) * len(methods) * len(seeds)
+    return {"table": table, "data": data.describe(), "target": target,
+            "complete": len(runs) == n_units}
+
+
+def run_fig2(ctx: RunContext) -> dict[str, Any]:
+    """Depth sweep at the published learning rate."""
+    out = _sweep(ctx, [int(d) for d in ctx.params["depths"]], [float(ctx.params["lr"])])
+    speed = [r["pathcond"].get("speedup_vs_baseline") for r in out["table"]
+             if "pathcond" in r]
+    speed = [s for s in speed if s is not None]
+    out["pathcond_speedup_max"] = max(speed) if speed else None
+    out["pathcond_speedup_by_depth"] = {str(r["depth"]): r.get("pathcond", {}).get(
+        "speedup_vs_baseline") for r in out["table"]}
+    return out
+
+
+def run_app_k(ctx: RunContext) -> dict[str, Any]:
+    """Appendix K: the Fig 2 protocol at several learning rates."""
+    return _sweep(ctx, [int(d) for d in ctx.params["depths"]],
+                  [float(x) for x in ctx.params["lrs"]])
+
+
+def _curves(ax: Any, ctx: RunContext, depth: int, lr: float, key: str, ylabel: str) -> None:
+    for label, _ in _methods(ctx.params):
+        for s in ctx.params["seeds"]:
+            k = run_key(f"depth={depth}", f"lr={lr}", label, f"seed={s}")
+            rec = ctx.store.results(k).get(k)
+            if rec is None:
+                continue
+            h = [r for r in rec["history"] if r.get("epoch", 0) >= 1 and r.get(key) is not None]
+            ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
+                    alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=f"depth {depth}, lr {lr}")
+    ax.legend(fontsize=8)
+
+
+def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
+    """Parameters vs epochs to target; training accuracy and loss for the shallowest net."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    lr = float(ctx.params["lr"])
+    for label, _ in _methods(ctx.params):
+        rows = [r for r in summary["table"] if r[label]["epochs_to_target"]["mean"] is not None]
+        axes[0].errorbar([r[label]["epochs_to_target"]["mean"] for r in rows],
+                         [r["parameters"] / 1e6 for r in rows],
+                         xerr=[r[label]["epochs_to_target"]["std"] or 0 for r in rows],
+                         marker="o", capsize=3, color=COLORS.get(label), label=label)
+        for r in rows:
+            axes[0].annotate(str(r["depth"]), (r[label]["epochs_to_target"]["mean"],
+                                               r["parameters"] / 1e6), fontsize=7)
+    axes[0].set(xlabel=f"epochs to {summary['target']:.0%} train accuracy",
+                ylabel="parameters (M)", title="depth sweep (labels: hidden layers)")
+    axes[0].legend(fontsize=8)
+    dmin = min(int(d) for d in ctx.params["depths"])
+    _curves(axes[1], ctx, dmin, lr, "train_acc", "training accuracy")
+    _curves(axes[2], ctx, dmin, lr, "train_loss", "training loss")
+    axes[2].set_yscale("log")
+    fig.suptitle(f"Fig 2: MLP_BN, SGD lr {lr} ({ctx.scale} scale; {summary.get('data', '')})",
+                 fontsize=10)
+    return [save(fig, ctx.figure_path())]
+
+
+def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
+    """Epochs to target vs learning rate for each depth, and accuracy curves per lr."""
+    plt = pyplot()
+    lrs = [float(x) for x in ctx.params["lrs"]]
+    depths = [int(d) for d in ctx.params["depths"]]
+    fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(4.4 * (len(lrs) + 1), 4.0))
+    for label, _ in _methods(ctx.params):
+        for depth in depths:
+            rows = [r for r in summary["table"] if r["depth"] == depth]
+            xs = [r["lr"] for r in rows if r[label]["epochs_to_target"]["mean"] is not None]
+            ys = [r[label]["epochs_to_target"]["mean"] for r in rows
+                  if r[label]["epochs_to_target"]["mean"] is not None]
+            axes[0].plot(xs, ys, "o-", color=COLORS.get(label),
+                         label=f"{label}" if depth == depths[0] else None)
+    axes[0].set(xscale="log", xlabel="learning rate",
+                ylabel=f"epochs to {summary['target']:.0%} train acc",
+                title="epochs to target (missing: not reached)")
+    axes[0].legend(fontsize=8)
+    for ax, lr in zip(axes[1:], lrs, strict=False):
+        _curves(ax, ctx, depths[0], lr, "train_acc", "training accuracy")
+    fig.suptitle(f"App K: MLP_BN learning rates ({ctx.scale} scale; {summary.get('data', '')})",
+                 fontsize=10)
+    return [save(fig, ctx.figure_path())]
