@@ -85,3 +85,10 @@ def fmt_ms(stat: dict[str, Any], digits: int = 3, scale: float = 1.0) -> str:
     if stat.get("std") is not None:
         text += f" ± {stat['std'] * scale:.2g}"
     return text
+
+
+def legend(ax: Any, fontsize: int = 8) -> None:
+    """``ax.legend`` only when some artist has a label (no warning on empty panels)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=fontsize)

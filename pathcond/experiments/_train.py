@@ -429,7 +429,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * idx.numel()
+            loss_sum += loss.item() * idx.numel()
             if classification:
                 correct += int((out.detach().argmax(1) == y).sum())
             count += idx.numel()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._plot import legend as _legend
 from ._plot import pyplot, save
 from .registry import RunContext
 
@@ -280,10 +281,10 @@ def draw_fig1(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     axes[1].plot([], [], ":", color="k", label="GD in lifted space (ideal)")
     axes[0].set(xlabel="GD step + 1", ylabel="training loss", ylim=(1e-14, None),
                 title="loss (dashed: as drawn, solid: PathCond)")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], 7)
     axes[1].set(xlabel="$\\varphi_1 = wv$", ylabel="$\\varphi_2 = bv$",
                 title="trajectories in lifted space")
-    axes[1].legend(fontsize=7)
+    _legend(axes[1], 7)
     axes[2].set(xlabel="$\\|(w, b)\\|$ (incoming)", ylabel="$|v|$ (outgoing)",
                 title="trajectories in parameter space", xscale="log", yscale="log")
     rand = summary.get("random", {})

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._plot import COLORS, mean_std, pyplot, save
+from ._plot import legend as _legend
 from ._train import data_config, get_data, run_key, train_unit
 from .registry import RunContext
 
@@ -141,7 +142,7 @@ def _curves(ax: Any, ctx: RunContext, depth: int, lr: float, key: str, ylabel: s
             ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
                     alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
     ax.set(xlabel="epoch", ylabel=ylabel, title=f"depth {depth}, lr {lr}")
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
 
 
 def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -160,7 +161,7 @@ def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
                                                r["parameters"] / 1e6), fontsize=7)
     axes[0].set(xlabel=f"epochs to {summary['target']:.0%} train accuracy",
                 ylabel="parameters (M)", title="depth sweep (labels: hidden layers)")
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], 8)
     dmin = min(int(d) for d in ctx.params["depths"])
     _curves(axes[1], ctx, dmin, lr, "train_acc", "training accuracy")
     _curves(axes[2], ctx, dmin, lr, "train_loss", "training loss")
@@ -187,7 +188,7 @@ def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     axes[0].set(xscale="log", xlabel="learning rate",
                 ylabel=f"epochs to {summary['target']:.0%} train acc",
                 title="epochs to target (missing: not reached)")
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], 8)
     for ax, lr in zip(axes[1:], lrs, strict=False):
         _curves(ax, ctx, depths[0], lr, "train_acc", "training accuracy")
     fig.suptitle(f"App K: MLP_BN learning rates ({ctx.scale} scale; {summary.get('data', '')})",

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..models.init import init_kaiming_conv_bn
 from ._plot import COLORS, mean_std, pyplot, save
+from ._plot import legend as _legend
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
 
@@ -160,7 +161,7 @@ def _panel(ax: Any, ctx: RunContext, lr: float, key: str, ylabel: str) -> None:
             ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
                     alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
     ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel}, lr {lr}")
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
 
 
 def draw_fig3(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:

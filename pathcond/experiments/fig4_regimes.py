@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..models import MLP
+from ._plot import legend as _legend
 from ._plot import mean_std, pyplot, save, spearman
 from ._train import pathcond_report
 from .registry import RunContext
@@ -142,11 +143,11 @@ def draw_fig4(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     axes[0].set(xscale="log", xlabel="width ratio max/min of hidden layers",
                 ylabel="$\\|u\\|_\\infty$ (PathCond log-rescaling)",
                 title="rescaling size vs width irregularity")
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], 8)
     axes[1].set(xscale="log", xlabel="Dirichlet concentration $\\alpha$",
                 ylabel="$\\|u\\|_\\infty$ (median, quartiles)",
                 title="rescaling size vs concentration")
-    axes[1].legend(fontsize=8)
+    _legend(axes[1], 8)
     p = ctx.params
     fig.suptitle(f"Fig 4: depth {p['depth']}, mean width {p['mean_width']}, "
                  f"{p['repeats']} repeats x {p['concentrations']} concentrations "

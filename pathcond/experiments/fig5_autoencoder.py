@@ -19,6 +19,7 @@ import torch
 
 from ..models import get_model
 from ._plot import COLORS, fmt_ms, mean_std, pyplot, save, spearman
+from ._plot import legend as _legend
 from ._train import data_config, get_data, pathcond_report, run_key, train_unit
 from .registry import RunContext
 
@@ -114,7 +115,7 @@ def _final_vs_k(ax: Any, summary: dict[str, Any], lr: float, methods: list[Any])
                     color=COLORS.get(mname))
     ax.set(xlabel="compression factor k", ylabel="final training loss (MSE)", yscale="log",
            title=f"lr = {lr}", xticks=[r["k"] for r in rows])
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
 
 
 def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -141,7 +142,7 @@ def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
                     label=mname if s == ctx.params["seeds"][0] else None)
     ax.set(xlabel="epoch", ylabel="training loss", yscale="log",
            title=f"curves, k = {kmax}, lr = {lr_mid}")
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     fig.suptitle(f"Fig 5: MNIST autoencoder, baseline vs PathCond at init ({ctx.scale} scale: "
                  f"{ctx.params['epochs']} epochs, {summary.get('data', '')})", fontsize=10)
     return [save(fig, ctx.figure_path())]

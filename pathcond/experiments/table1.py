@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,3 +60,51 @@ def table1_markdown(rows: list[Table1Row]) -> str:
 
 if __name__ == "__main__":
     print(table1_markdown([table1_row(n) for n in TABLE1_MODELS]))
+
+
+# ----------------------------------------------------------------- experiment registry
+
+
+def run_table1(ctx: Any) -> dict[str, Any]:
+    """Registry runner: one unit per model of ``ctx.params["models"]``."""
+    rows: list[dict[str, Any]] = []
+    for name in ctx.params["models"]:
+        def compute(name: str = name) -> dict[str, Any]:
+            r = table1_row(name)
+            return {"model": r.model, "parameters": r.parameters,
+                    "hidden_units": r.hidden_units, "rescaling_groups": r.rescaling_groups,
+                    "log10_paths": r.log10_paths}
+        rec = ctx.store.run(f"model={name}", {"model": name}, compute)
+        published = PUBLISHED.get(name)
+        rows.append({**rec, "published_parameters": published[0] if published else None,
+                     "published_hidden_units": published[1] if published else None,
+                     "matches": published == (rec["parameters"], rec["hidden_units"])})
+        ctx.log(f"{name}: {rec['parameters']:,} parameters, {rec['hidden_units']:,} hidden "
+                f"units, 10^{rec['log10_paths']:.2f} paths")
+    table = [Table1Row(r["model"], r["parameters"], r["hidden_units"], r["rescaling_groups"],
+                       r["log10_paths"]) for r in rows]
+    markdown = table1_markdown(table)
+    (ctx.out_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
+    return {"rows": rows, "all_match": all(r["matches"] for r in rows), "markdown": markdown}
+
+
+def draw_table1(ctx: Any, summary: dict[str, Any]) -> list[Any]:
+    """The table as an image (ours beside the published counts)."""
+    from ._plot import pyplot, save
+
+    plt = pyplot()
+    rows = summary["rows"]
+    cells = [[r["model"], f"{r['parameters']:,}", f"{r['published_parameters'] or 0:,}",
+              f"{r['hidden_units']:,}", f"{r['published_hidden_units'] or 0:,}",
+              Table1Row(r["model"], 0, 0, 0, r["log10_paths"]).paths_text(),
+              "yes" if r["matches"] else "NO"] for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 0.5 + 0.4 * len(rows)))
+    ax.axis("off")
+    tab = ax.table(cellText=cells, colLabels=["model", "parameters", "paper", "hidden units",
+                                              "paper", "paths (computed)", "match"],
+                   loc="center")
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(9)
+    tab.scale(1, 1.3)
+    ax.set_title(f"Table 1: parameters, hidden units, paths ({ctx.scale} scale)")
+    return [save(fig, ctx.figure_path())]

@@ -30,6 +30,7 @@ import torch
 
 from ..models import MLP
 from ._plot import COLORS, mean_std, pyplot, save
+from ._plot import legend as _legend
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
 
@@ -185,7 +186,7 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
                 label=LABELS.get(label, label))
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="best validation loss",
            title=panels[0][0])
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     for ax, (ttl, labels) in ((axes[0][1], panels[1]), (axes[0][2], panels[2]),
                               (axes[1][0], panels[3])):
         for label in labels:
@@ -193,7 +194,7 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
             if best is not None:
                 _curves_at(ax, ctx, label, float(best))
         ax.set(xlabel="epoch", ylabel="validation loss", yscale="log", title=ttl)
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     small = [lr for lr in lrs if lr <= 1e-3]
     large = [lr for lr in lrs if lr >= 1e-2]
     for ax, group, ttl in ((axes[1][1], large[-1:] if large else [], "large lr"),
@@ -203,7 +204,7 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
                 _curves_at(ax, ctx, label, lr)
         ax.set(xlabel="epoch", ylabel="validation loss", yscale="log",
                title=f"fig 4.3: {ttl} {group}")
-        ax.legend(fontsize=7)
+        _legend(ax, 7)
     fig.suptitle(f"{title} ({ctx.scale} scale; {summary.get('data', '')}; "
                  f"widths {summary.get('widths')})", fontsize=10)
     return [save(fig, ctx.figure_path())]
@@ -293,7 +294,7 @@ def run_thesis_surfaces(ctx: RunContext) -> dict[str, Any]:
         (g2,) = torch.autograd.grad(loss2, w2)
         expected = torch.stack([g[0] / a, g[1] * a])
         errs.append(float(((g2 - expected).abs() / expected.abs()).max()))
-        errs.append(abs(float(loss2) - float(loss)))
+        errs.append(abs(loss2.item() - loss.item()))
     return {"gradient_scaling_max_rel_error": max(errs), "alphas": alphas,
             "fixed_w1": [float(v) for v in p.get("fixed_w1", [1.0, 6.0, 10.0])]}
 
@@ -376,9 +377,9 @@ def draw_gsgd_mnist(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     axes[0].axhline(0.9737, ls=":", color=COLORS["sgd"], label="SGD in the paper 97.37%")
     axes[0].set(xlabel="epoch", ylabel="test accuracy", ylim=(0.95, 0.99),
                 title="test accuracy (mean over seeds)")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], 7)
     axes[1].set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
-    axes[1].legend(fontsize=7)
+    _legend(axes[1], 7)
     fig.suptitle(f"G-SGD claim: MNIST 784-64x4-10 no bias, lr {lr}, batch 64 "
                  f"({ctx.scale} scale)", fontsize=10)
     return [save(fig, ctx.figure_path())]
