@@ -439,6 +439,9 @@ def diagnose(
     init: Annotated[str, typer.Option(
         help="default (the zoo's) or kaiming (normal, E[W²] = 2/fan_in, zero biases: the "
              "setting of Appendix J)")] = "default",
+    plot: Annotated[Path | None, typer.Option(
+        help="also draw the per-layer distribution of log path magnitudes before and after "
+             "PathCond to this file (.png, .svg or .pdf)")] = None,
 ) -> None:
     """AM/GM of the path magnitudes before and after PathCond, the largest log-scales per
     layer, and for layered MLPs the Appendix J prediction of the mean path magnitude per
@@ -450,10 +453,23 @@ def diagnose(
         fail(f"--top must be >= 0, got {top}")
     if solver not in ("newton", "block", "coordinate"):
         fail(f"--solver must be newton, block or coordinate, got {solver!r}")
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
+        fail(f"--plot must end in .png, .svg or .pdf, got '{plot}'")
     net, shape, title = load_model_source(model, _parse_kwargs(arg), seed=seed, init=init)
     typer.echo(title)
-    for line in run_diagnose(net, shape, top=top, solver=solver).lines():
+    diagnosis = run_diagnose(net, shape, top=top, solver=solver)
+    for line in diagnosis.lines():
         typer.echo(line)
+    if plot is not None:
+        from .diagnostics.magnitude_plot import (
+            magnitude_distributions,
+            plot_magnitude_distributions,
+        )
+        from .graph import rescaling_graph
+
+        rows = magnitude_distributions(net, rescaling_graph(net, shape),
+                                       diagnosis.report.log_scales)
+        typer.echo(f"plot: {plot_magnitude_distributions(rows, plot, title=title)}")
 
 
 # ----------------------------------------------------------------------- small commands
