@@ -36,11 +36,12 @@ __all__ = ["ToyNeuron", "draw_fig1", "run_fig1"]
 class ToyNeuron(nn.Module):
     """``x -> v relu(w x + b)``: Linear(1, 1) with bias, ReLU, Linear(1, 1) without bias."""
 
-    def __init__(self, w: float, b: float, v: float) -> None:
+    def __init__(self, w: float, b: float, v: float, dtype: torch.dtype = torch.float64
+                 ) -> None:
         super().__init__()
-        self.inp = nn.Linear(1, 1)
+        self.inp = nn.Linear(1, 1, dtype=dtype)
         self.relu = nn.ReLU()
-        self.out = nn.Linear(1, 1, bias=False)
+        self.out = nn.Linear(1, 1, bias=False, dtype=dtype)
         with torch.no_grad():
             self.inp.weight.fill_(w)
             self.inp.bias.fill_(b)
@@ -61,7 +62,7 @@ def pathcond_init(w: float, b: float, v: float) -> tuple[tuple[float, float, flo
     """PathCond applied to ``(w, b, v)`` by :func:`pathcond.rescale`."""
     from .. import rescale
 
-    model = ToyNeuron(w, b, v).double()
+    model = ToyNeuron(w, b, v)
     report = rescale(model, (1,))
     return model.theta(), {"u": float(report.log_scales[0]), "am_gm_before":
                            report.am_gm_before, "am_gm_after": report.am_gm_after,

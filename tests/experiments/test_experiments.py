@@ -1,0 +1,175 @@
+"""The experiment registry: every experiment's ``smoke`` scale runs, writes its summary and
+figure, and is resumable and deterministic; the CLI command; failure messages."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pathcond.errors import ConfigError
+from pathcond.experiments import (
+    SCALES,
+    experiment_config,
+    list_experiments,
+    publish,
+    run_experiment,
+)
+from pathcond.experiments._io import UnitStore, atomic_write_json
+
+ALL = list_experiments()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Every experiment at the smoke scale, once (one torch thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("smoke")
+    results = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ALL:
+            results[name] = run_experiment(name, scale="smoke", out_dir=root / name,
+                                           progress=False)
+    yield {"root": root, "results": results}
+    torch.set_num_threads(threads)
+
+
+def test_registry_lists_every_source_experiment() -> None:
+    expected = {"fig1", "fig2", "fig3", "fig4", "fig5", "table1", "app_k", "app_l", "app_m",
+                "thesis_mnist", "thesis_cifar", "thesis_fixed_value", "thesis_surfaces",
+                "gsgd_mnist"}
+    assert expected <= set(ALL)
+    for name in ALL:
+        info = experiment_config(name)
+        assert set(info.scales) == set(SCALES), name
+        assert info.claim and info.source, name
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_smoke_runs_and_draws(smoke: dict[str, Any], name: str) -> None:
+    result = smoke["results"][name]
+    assert result.complete, result.summary.get("messages")
+    assert (result.out_dir / "summary.json").is_file()
+    summary = json.loads((result.out_dir / "summary.json").read_text())
+    assert summary["experiment"] == name and summary["scale"] == "smoke"
+    assert result.figures
+    for fig in result.figures:
+        assert fig.is_file() and fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_skips_finished_units(smoke: dict[str, Any]) -> None:
+    out = smoke["root"] / "fig5"
+    before = json.loads((out / "units.json").read_text())["units"]
+    result = run_experiment("fig5", scale="smoke", out_dir=out, progress=False)
+    after = json.loads((out / "units.json").read_text())["units"]
+    assert after == before
+    assert result.seconds < 10
+
+
+def test_lost_unit_is_recomputed_identically(smoke: dict[str, Any]) -> None:
+    out = smoke["root"] / "thesis_mnist"
+    data = json.loads((out / "units.json").read_text())
+    key = next(k for k in data["units"] if k.startswith("gsgd/"))
+    removed = data["units"].pop(key)
+    atomic_write_json(out / "units.json", data)
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False)
+    again = json.loads((out / "units.json").read_text())["units"][key]
+    hist = [{k: v for k, v in r.items() if "time" not in k} for r in again["result"]["history"]]
+    old = [{k: v for k, v in r.items() if "time" not in k} for r in removed["result"]["history"]]
+    assert hist == old
+
+
+def test_deterministic_for_a_seed(smoke: dict[str, Any], tmp_path: Path) -> None:
+    first = smoke["results"]["fig4"].summary["points"]
+    second = run_experiment("fig4", scale="smoke", out_dir=tmp_path / "again",
+                            progress=False).summary["points"]
+    assert first == second
+
+
+def test_fig4_points_and_fig1_claims(smoke: dict[str, Any]) -> None:
+    fig4 = smoke["results"]["fig4"].summary
+    assert all(p[3] is not None and p[3] >= 0 for p in fig4["points"])
+    fig1 = smoke["results"]["fig1"].summary
+    assert set(fig1["runs"]) >= {"init0/original", "init0/pathcond"}
+    # PathCond changes the parameters but not the lifted point phi_0 = (w v, b v).
+    a, r = fig1["runs"]["init0/original"]["theta0"], fig1["runs"]["init0/pathcond"]["theta0"]
+    assert a != r
+    assert a[0] * a[2] == pytest.approx(r[0] * r[2], rel=1e-9)
+    assert a[1] * a[2] == pytest.approx(r[1] * r[2], rel=1e-9)
+
+
+def test_enorm_paper_setting_is_a_no_op_on_mlp_bn(smoke: dict[str, Any]) -> None:
+    """With BatchNorm excluded, ENorm has nothing to balance in MLP_BN (every hidden unit is
+    rescaled only through BatchNorm): its run equals the baseline's."""
+    units = json.loads((smoke["root"] / "fig2" / "units.json").read_text())["units"]
+    base = next(v for k, v in units.items() if "/baseline/" in k)["result"]["history"]
+    enorm = next(v for k, v in units.items() if "/enorm/" in k)["result"]["history"]
+    assert [r["train_loss"] for r in base] == [r["train_loss"] for r in enorm]
+
+
+def test_table1_smoke_matches_the_paper(smoke: dict[str, Any]) -> None:
+    rows = smoke["results"]["table1"].summary["rows"]
+    assert rows and all(r["matches"] for r in rows)
+
+
+def test_publish_copies_results_and_figures(smoke: dict[str, Any], tmp_path: Path) -> None:
+    written = publish(smoke["results"]["table1"], results_dir=tmp_path / "results",
+                      figures_dir=tmp_path / "figures")
+    assert (tmp_path / "results" / "table1_smoke.json").is_file()
+    assert (tmp_path / "figures" / "table1_smoke.png").is_file()
+    assert len(written) == 2
+
+
+def test_unavailable_method_is_one_line_and_partial(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    import pathcond.optim
+
+    monkeypatch.delattr(pathcond.optim, "GSGD")
+    result = run_experiment("gsgd_mnist", scale="smoke", out_dir=tmp_path, progress=False)
+    assert not result.complete
+    assert any("gsgd" in m and "not available" in m for m in result.summary["messages"])
+    assert all("\n" not in m for m in result.summary["messages"])
+
+
+def test_unknown_names_and_scales() -> None:
+    with pytest.raises(ConfigError, match="unknown experiment"):
+        run_experiment("fig99", scale="smoke")
+    with pytest.raises(ConfigError, match="scale"):
+        run_experiment("fig1", scale="huge")
+
+
+def test_unit_store_spec_change_recomputes(tmp_path: Path) -> None:
+    store = UnitStore(tmp_path, {"experiment": "x"}, resume=True)
+    calls = []
+    assert store.run("a", {"n": 1}, lambda: calls.append(1) or 1.0) == 1.0
+    again = UnitStore(tmp_path, {"experiment": "x"}, resume=True)
+    assert again.run("a", {"n": 1}, lambda: calls.append(2) or 2.0) == 1.0
+    assert again.run("a", {"n": 2}, lambda: calls.append(3) or 3.0) == 3.0
+    assert calls == [1, 3]
+    assert UnitStore(tmp_path, {"experiment": "x"}, resume=False).units == {}
+
+
+def test_cli_run_command(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from pathcond.experiments.cli import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "thesis_surfaces", "--scale", "smoke", "--out",
+                              str(tmp_path / "s"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "s" / "thesis_surfaces.png").is_file()
+    res = runner.invoke(app, ["run", "nope", "--scale", "smoke"])
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["experiments"])
+    assert res.exit_code == 0 and "fig4" in res.output
