@@ -176,8 +176,11 @@ class Structure:
             pairs.append(torch.stack([s.reshape(-1), d.reshape(-1)], 1))
         if not pairs:
             return torch.zeros((0, 2), dtype=torch.int64, device=self.device)
-        e = torch.unique(torch.cat(pairs), dim=0)
-        return e[(e[:, 0] >= 0) & (e[:, 0] != e[:, 1])]
+        both = torch.cat(pairs)
+        both = both[(both[:, 0] >= 0) & (both[:, 0] != both[:, 1])]
+        base = self.num_groups + 1  # 1-D keys: unique(dim=0) is slow
+        keys = torch.unique(both[:, 0] * base + (both[:, 1] + 1))
+        return torch.stack([keys // base, keys % base - 1], 1)
 
     def _distances(self) -> torch.Tensor:
         h = self.num_groups

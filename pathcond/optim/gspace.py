@@ -92,7 +92,7 @@ class _Engine:
         groups = torch.arange(h, device=dev)
         roots = torch.arange(n_root, device=dev) + h
         self.sel_slots: list[int] = []
-        self.sel_coords: list[tuple[torch.Tensor, ...]] = []
+        self.sel_flat: list[torch.Tensor] = []  # row-major flat indices (torch.take/put_)
         self.sel_sizes: list[int] = []
         order = []
         for i, slot in enumerate(st.slots):
@@ -101,7 +101,7 @@ class _Engine:
                 continue
             flat = torch.cat([fixed.index[f_here], up.root_index[r_here]])
             self.sel_slots.append(i)
-            self.sel_coords.append(tuple(torch.unravel_index(flat, tuple(slot.param.shape))))
+            self.sel_flat.append(flat)
             self.sel_sizes.append(int(flat.numel()))
             order.append(torch.cat([groups[f_here], roots[r_here]]))
         self.sel_order = torch.cat(order) if order else torch.zeros(0, dtype=torch.int64,
@@ -135,25 +135,30 @@ class _Engine:
     def gather(self, tensors: list[torch.Tensor | None]) -> torch.Tensor:
         """The selected entries (fixed, then roots) of per-slot tensors, float64; ``None``
         reads as zeros."""
+        dev = self.structure.device
         parts = []
-        for i, coords, size in zip(self.sel_slots, self.sel_coords, self.sel_sizes,
-                                   strict=True):
+        for i, flat, size in zip(self.sel_slots, self.sel_flat, self.sel_sizes, strict=True):
             t = tensors[i]
-            parts.append(torch.zeros(size, dtype=torch.float64, device=self.structure.device)
-                         if t is None else t.detach()[coords].to(torch.float64))
+            parts.append(torch.zeros(size, dtype=torch.float64, device=dev) if t is None
+                         else torch.take(t.detach(), flat))
         if not parts:
-            return torch.zeros(0, dtype=torch.float64, device=self.structure.device)
-        return torch.cat(parts)[self.sel_inverse]
+            return torch.zeros(0, dtype=torch.float64, device=dev)
+        if len({p.dtype for p in parts}) > 1:
+            parts = [p.to(torch.float64) for p in parts]
+        return torch.cat(parts).to(torch.float64)[self.sel_inverse]
 
     def scatter(self, values: torch.Tensor, tensors: list[torch.Tensor | None]) -> None:
         """Write the selected entries (fixed, then roots) into per-slot tensors."""
         if not self.sel_slots:
             return
+        present = [t for t in tensors if t is not None]
+        if present:
+            values = values.to(present[0].dtype)
         chunks = values[self.sel_order].split(self.sel_sizes)
-        for i, coords, chunk in zip(self.sel_slots, self.sel_coords, chunks, strict=True):
+        for i, flat, chunk in zip(self.sel_slots, self.sel_flat, chunks, strict=True):
             t = tensors[i]
             if t is not None:
-                t.index_put_(coords, chunk.to(t.dtype))
+                t.put_(flat, chunk.to(t.dtype))
 
     def columns(self, vector_ext: torch.Tensor, dtype: torch.dtype
                 ) -> list[torch.Tensor | None]:
@@ -201,16 +206,18 @@ class _Engine:
         self.snapshot = vals
         self.d_ext = d
         self.k = k
+        self.levels = []  # per root level: groups, their anchors, the anchors' sources, K
+        for idx in self.up.root_levels:
+            a = self.up.anchor[idx]
+            self.levels.append((idx, a, self.root_src_ext[a], k[idx]))
         self.unit_d = bool((d.abs() == 1).all())
         return old
 
     def upstream(self, rv: torch.Tensor) -> torch.Tensor:
         """``U`` of (2), extended with ``U(none) = 1``."""
         u = torch.ones(self.h + 1, dtype=torch.float64, device=rv.device)
-        anchor = self.up.anchor
-        for idx in self.up.root_levels:
-            a = anchor[idx]
-            u[idx] = u[self.root_src_ext[a]] * rv[a] * self.k[idx]
+        for idx, a, src, k in self.levels:
+            u[idx] = u[src] * rv[a] * k
         return u
 
     def root_terms(self, u_ext: torch.Tensor, rv: torch.Tensor, rho_sel: torch.Tensor
@@ -235,6 +242,8 @@ class _Engine:
         return v_root, (rho_sel[self.h:] - psi) / v_root
 
     def check_roots(self, rv: torch.Tensor) -> None:
+        if bool(rv.all()):
+            return
         zero = torch.nonzero(rv == 0).flatten()
         if zero.numel():
             g = int(self.up.root_group[zero[0]])

@@ -1,0 +1,87 @@
+"""Every method on structures the random architectures do not draw: grouped and depthwise
+convolutions, bottleneck ResNets with downsampling, concatenation, BatchNorm everywhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pathcond.models import tiny_resnet
+from pathcond.optim import GSGD, ENorm, GSpace, PathSGD, WeightFixing
+
+from .helpers import assert_same_function, rescaled, train
+
+
+class GroupedNet(nn.Module):
+    """Grouped (with BatchNorm) and depthwise convolutions, a concatenation, a max-pool."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.c = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.d = nn.Conv2d(2, 2, 1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(6 * 2 * 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.a(x))
+        h = F.relu(self.bn(self.b(h)))
+        h = F.relu(self.c(h))
+        h = torch.cat([h, F.relu(self.d(x))], dim=1)
+        h = F.max_pool2d(h, 2)
+        return self.fc(torch.flatten(h, 1))
+
+
+def models():
+    torch.manual_seed(0)
+    yield "grouped", GroupedNet().double(), (2, 4, 4)
+    torch.manual_seed(1)
+    yield "bottleneck", tiny_resnet(widths=(2, 4), blocks=(1, 1), bottleneck=True).double(), \
+        (3, 8, 8)
+
+
+MAKERS = {
+    "gsgd": lambda m, s: GSGD(m, s, lr=0.005, momentum=0.5),
+    "gspace-adam": lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),
+    "pathsgd": lambda m, s: PathSGD(m, s, lr=0.01),
+}
+
+
+def _weightfix(m, s):
+    wf = WeightFixing(m, s, strategy="largest")
+    opt = torch.optim.SGD(m.parameters(), lr=0.002)
+    wf.attach(opt)
+    return opt
+
+
+MAKERS["weightfix"] = _weightfix
+
+
+@pytest.mark.parametrize("name", list(MAKERS))
+@pytest.mark.parametrize("which", ["grouped", "bottleneck"])
+def test_invariant_training(which, name):
+    _, model, shape = next((n, m, s) for n, m, s in models() if n == which)
+    other = rescaled(model, shape, seed=3)
+    train(model, MAKERS[name](model, shape), shape, steps=3)
+    train(other, MAKERS[name](other, shape), shape, steps=3)
+    assert_same_function(model, other, shape, rtol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["grouped", "bottleneck"])
+def test_enorm_descends_and_keeps_function(which):
+    _, model, shape = next((n, m, s) for n, m, s in models() if n == which)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((3, *shape), generator=gen, dtype=torch.float64)
+    model.eval()
+    y0 = model(x).detach()
+    enorm = ENorm(model, shape, exclude_batchnorm=False)
+    values = [enorm.objective()]
+    for _ in range(5):
+        enorm.step()
+        values.append(enorm.objective())
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:], strict=False))
+    assert values[-1] < values[0]
+    torch.testing.assert_close(model(x).detach(), y0, rtol=1e-10, atol=1e-12)
