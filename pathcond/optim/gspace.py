@@ -95,7 +95,7 @@ class _Engine:
         self.sel_flat: list[torch.Tensor] = []  # row-major flat indices (torch.take/put_)
         self.sel_sizes: list[int] = []
         order = []
-        for i, slot in enumerate(st.slots):
+        for i in range(len(st.slots)):
             f_here, r_here = fixed.slot == i, up.root_slot == i
             if not bool(f_here.any() or r_here.any()):
                 continue
