@@ -278,11 +278,72 @@ def fixed_value_log_scales(graph: Any, value: float) -> torch.Tensor:
     return u
 
 
+def calibrate_batchnorm(model: nn.Module, x: torch.Tensor | None, batches: int,
+                        batch_size: int = 128) -> None:
+    """Set every BatchNorm's running statistics to the average over the first ``batches``
+    training batches (train-mode forward passes, no gradient). The function in train mode is
+    unchanged; the eval-mode fold that PathCond reads then matches the data."""
+    if x is None:
+        raise ConfigError("calibrate_bn needs training data")
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was = model.training
+    model.train()
+    with torch.no_grad():
+        for i in range(batches):
+            chunk = x[i * batch_size:(i + 1) * batch_size]
+            if chunk.shape[0] == 0:
+                break
+            model(chunk)
+    for m, mom in zip(norms, saved, strict=True):
+        m.momentum = mom
+    model.train(was)
+
+
+def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
+    """An emulation of PathCond that ignores BatchNorm (how an implementation that does not
+    model BatchNorm behaves; a guess at the reference code, SPEC section 2): the log-scales
+    are computed on the same MLP without its BatchNorm layers and applied to the raw Linear
+    weights, incoming rows ``* e^u`` and outgoing columns ``* e^-u``. In training mode the
+    BatchNorm after a Linear cancels the row scaling, so the net effect is the outgoing
+    scaling: the function changes. Only for :class:`pathcond.models.MLP`."""
+    from .. import rescale, rescaling_graph
+    from ..models import MLP
+
+    if not isinstance(model, MLP):
+        raise ConfigError("bn: reference is implemented for pathcond.models.MLP only")
+    linears = [m for m in model.layers if isinstance(m, nn.Linear)]
+    plain = MLP(list(model.widths), bias=linears[0].bias is not None,
+                output_bias=linears[-1].bias is not None, batchnorm=False).double()
+    plain_linears = [m for m in plain.layers if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(plain_linears, linears, strict=True):
+            a.weight.copy_(b.weight)
+            if a.bias is not None and b.bias is not None:
+                a.bias.copy_(b.bias)
+    graph = rescaling_graph(plain, (int(model.widths[0]),))
+    report = rescale(plain, graph=graph)
+    with torch.no_grad():
+        for g, members in enumerate(graph.group_members):
+            u = float(report.log_scales[g])
+            for li, unit in members:
+                linears[li].weight[unit, :] *= math.exp(u)
+                if linears[li].bias is not None:
+                    linears[li].bias[unit] *= math.exp(u)
+                linears[li + 1].weight[:, unit] *= math.exp(-u)
+    return {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
+            "u_inf": float(report.log_scales.abs().max()), "converged": report.converged,
+            "function_preserving": False}
+
+
 class _Hooks:
     """The method of a minimal-loop run: its set-up and per-step hooks."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], method: Mapping[str, Any],
-                 opt_cfg: Mapping[str, Any]) -> None:
+                 opt_cfg: Mapping[str, Any], calib_data: torch.Tensor | None = None) -> None:
         from .. import rescale, rescaling_graph
         from ..rescale import apply_rescaling
 
@@ -305,6 +366,11 @@ class _Hooks:
         if self.name == "baseline":
             return
         if self.name == "pathcond":
+            if method.get("calibrate_bn"):
+                calibrate_batchnorm(model, calib_data, int(method["calibrate_bn"]))
+            if method.get("bn") == "reference":
+                self.info = reference_bn_pathcond(model)
+                return
             report = rescale(model, graph=graph, optimizer=self.optimizer)
             self.info = {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
                          "u_inf": float(report.log_scales.abs().max()),
@@ -369,7 +435,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
     model = build_model()
     input_shape = tuple(int(s) for s in data.input_shape)
     try:
-        hooks = _Hooks(model, input_shape, method, optimizer)
+        hooks = _Hooks(model, input_shape, method, optimizer, calib_data=data.train_x)
     except MethodUnavailable as exc:
         ctx.note(f"{key}: {exc}")
         return None

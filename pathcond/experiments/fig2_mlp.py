@@ -26,10 +26,10 @@ from typing import Any
 
 from ._plot import COLORS, mean_std, pyplot, save
 from ._plot import legend as _legend
-from ._train import data_config, get_data, run_key, train_unit
+from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
 
-__all__ = ["draw_app_k", "draw_fig2", "run_app_k", "run_fig2"]
+__all__ = ["draw_app_k", "draw_fig2", "draw_fig2_bn", "run_app_k", "run_fig2", "run_fig2_bn"]
 
 
 def _methods(p: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -192,5 +192,86 @@ def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     for ax, lr in zip(axes[1:], lrs, strict=False):
         _curves(ax, ctx, depths[0], lr, "train_acc", "training accuracy")
     fig.suptitle(f"App K: MLP_BN learning rates ({ctx.scale} scale; {summary.get('data', '')})",
+                 fontsize=10)
+    return [save(fig, ctx.figure_path())]
+
+
+# ------------------------------------------------------- investigation: BatchNorm handling
+
+
+def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
+    """Fig 2 investigation: how PathCond treats BatchNorm changes the outcome.
+
+    Variants on MLP_BN (minimal loop, the same seeds and data order for all): ``baseline``;
+    ``pathcond`` (the library: criterion on the eval-mode fold with the running statistics
+    at initialisation, mean 0 / variance 1, scales applied to gamma and beta);
+    ``pathcond_calibrated`` (running statistics first set from training batches, so the fold
+    matches the data); ``pathcond_reference`` (BatchNorm ignored, scales applied to the raw
+    weights: not function-preserving, an emulation of an implementation that does not
+    model BatchNorm); ``enorm_bn``.
+    """
+    from ..models import mlp_bn
+
+    p = ctx.params
+    data = get_data(p["data"])
+    ctx.log(data.describe())
+    n_in = 1
+    for s in data.input_shape:
+        n_in *= int(s)
+    depth, width, lr = int(p["depth"]), int(p.get("width", 500)), float(p["lr"])
+    seeds = [int(s) for s in p["seeds"]]
+    targets = [float(t) for t in p.get("targets", [0.9])]
+    variants = {str(k): dict(v) for k, v in p["variants"].items()}
+    runs: dict[str, Any] = {}
+    for label, method in variants.items():
+        for seed in seeds:
+            def build() -> Any:
+                return mlp_bn(depth, width=width, in_features=n_in)
+            key = run_key(label, f"seed={seed}")
+            rec = minimal_unit(ctx, key, {"data": p["data"], "depth": depth, "width": width},
+                               build_model=build, data=data, method=method,
+                               optimizer={"name": "sgd", "lr": lr}, epochs=int(p["epochs"]),
+                               batch_size=int(p.get("batch_size", 128)), seed=seed,
+                               eval_splits=("val",))
+            if rec is not None:
+                runs[key] = rec
+    table = {}
+    for label in variants:
+        recs = [runs[k] for s in seeds if (k := run_key(label, f"seed={s}")) in runs]
+        row: dict[str, Any] = {"final_train_acc": mean_std(r["final_train_acc"] for r in recs),
+                               "final_train_loss": mean_std(r["final_train_loss"] for r in recs),
+                               "method_info": [r.get("method_info") for r in recs]}
+        for t in targets:
+            from ._train import first_epoch_at
+
+            row[f"epochs_to_{t:g}"] = mean_std(first_epoch_at(r["history"], "train_acc", t)
+                                               for r in recs)
+        table[label] = row
+    return {"table": table, "targets": targets, "data": data.describe(),
+            "complete": len(runs) == len(variants) * len(seeds)}
+
+
+def draw_fig2_bn(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
+    """Training accuracy and loss of every variant."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    colors = {"baseline": "tab:blue", "pathcond": "tab:red", "pathcond_calibrated": "tab:orange",
+              "pathcond_reference": "tab:purple", "enorm_bn": "tab:olive", "enorm": "tab:green"}
+    for label in ctx.params["variants"]:
+        for s in ctx.params["seeds"]:
+            k = run_key(label, f"seed={s}")
+            rec = ctx.store.results(k).get(k)
+            if rec is None:
+                continue
+            h = [r for r in rec["history"] if r.get("epoch", 0) >= 1]
+            for ax, key in ((axes[0], "train_acc"), (axes[1], "train_loss")):
+                ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=colors.get(label),
+                        alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
+    axes[0].set(xlabel="epoch", ylabel="training accuracy", title="training accuracy")
+    axes[1].set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
+    _legend(axes[0], 8)
+    _legend(axes[1], 8)
+    fig.suptitle(f"Fig 2 investigation: BatchNorm handling, MLP_BN depth {ctx.params['depth']}, "
+                 f"lr {ctx.params['lr']} ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
     return [save(fig, ctx.figure_path())]

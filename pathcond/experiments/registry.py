@@ -50,6 +50,7 @@ EXPERIMENTS_ENV = "PATHCOND_EXPERIMENTS_DIR"
 EXPERIMENTS: dict[str, str] = {
     "fig1": "fig1_toy:run_fig1",
     "fig2": "fig2_mlp:run_fig2",
+    "fig2_bn": "fig2_mlp:run_fig2_bn",
     "fig3": "fig3_cifar_nv:run_fig3",
     "fig4": "fig4_regimes:run_fig4",
     "fig5": "fig5_autoencoder:run_fig5",
