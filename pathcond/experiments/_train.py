@@ -533,12 +533,13 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
     return record
 
 
-def pathcond_report(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Any]:
+def pathcond_report(model: nn.Module, input_shape: Sequence[int], *,
+                    solver: str = "newton") -> dict[str, Any]:
     """PathCond on ``model`` (in place): ``||u||_inf``, AM/GM before and after, sweeps."""
     from .. import rescale
 
     try:
-        report = rescale(model, tuple(input_shape))
+        report = rescale(model, tuple(input_shape), solver=solver)  # type: ignore[arg-type]
     except PathcondError as exc:
         return {"error": str(exc).splitlines()[0]}
     u = report.log_scales

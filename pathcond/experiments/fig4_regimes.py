@@ -68,6 +68,7 @@ def run_fig4(ctx: RunContext) -> dict[str, Any]:
                        int(p["concentrations"])).tolist()
     variances: dict[str, float] = {str(k): float(v) for k, v in p["variances"].items()}
     seed = int(p.get("seed", 0))
+    solver = str(p.get("solver", "block"))
     rows: list[dict[str, Any]] = []
     total = int(p["repeats"]) * len(conc)
     done = 0
@@ -79,9 +80,10 @@ def run_fig4(ctx: RunContext) -> dict[str, Any]:
             for vname, kappa in variances.items():
                 key = f"r{r}/c{ci}/{vname}"
                 net_seed = seed * 1_000_003 + r * 1_009 + ci
-                spec = {"widths": widths, "kappa": kappa, "seed": net_seed, "alpha": alpha}
+                spec = {"widths": widths, "kappa": kappa, "seed": net_seed, "alpha": alpha,
+                        "solver": solver}
                 rec = ctx.store.run(key, spec, lambda w=widths, k=kappa, s=net_seed:
-                                    pathcond_report(_network(w, k, s), (w[0],)))
+                                    pathcond_report(_network(w, k, s), (w[0],), solver=solver))
                 rows.append({"repeat": r, "alpha": alpha, "variance": vname, "kappa": kappa,
                              "ratio": max(hidden) / min(hidden), "u_inf": rec.get("u_inf"),
                              "am_gm_before": rec.get("am_gm_before"),
