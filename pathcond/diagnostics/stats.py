@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..lifting import lifting_parameters, magnitudes_of, num_paths, path_norm
 
 
@@ -61,10 +61,7 @@ class ModelStats:
 def model_stats(model: nn.Module, input_shape: Sequence[int] | None = None, *,
                 graph: RescalingGraph | None = None) -> ModelStats:
     """Count parameters, hidden units, groups and paths; summarise the path magnitudes."""
-    if graph is None:
-        if input_shape is None:
-            raise TypeError("give input_shape or graph=")
-        graph = rescaling_graph(model, input_shape)
+    graph = resolve_graph(model, input_shape, graph)
     mags = magnitudes_of(graph, lifting_parameters(model, graph))
     layers = []
     log_sum, total, count = 0.0, 0.0, 0

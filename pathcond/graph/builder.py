@@ -603,6 +603,17 @@ def _build(model: nn.Module, input_shape: Sequence[int]) -> tuple[_Builder | Non
     return builder, builder.problems
 
 
+def resolve_graph(model: nn.Module, input_shape: Sequence[int] | None,
+                  graph: RescalingGraph | None) -> RescalingGraph:
+    """``graph`` if given, else the rescaling graph of ``model`` traced at ``input_shape``;
+    the shared argument convention of every function taking ``input_shape`` or ``graph=``."""
+    if graph is not None:
+        return graph
+    if input_shape is None:
+        raise TypeError("give input_shape (one sample's shape, no batch dimension) or graph=")
+    return rescaling_graph(model, input_shape)
+
+
 def rescaling_graph(model: nn.Module, input_shape: Sequence[int]) -> RescalingGraph:
     """Trace ``model`` into its rescaling graph (SPEC sections 1-2).
 

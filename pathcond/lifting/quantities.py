@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from .network import log_total, total, total_differentiable
 from .parameters import LiftingParameters, lifting_parameters
 
@@ -43,15 +43,6 @@ def _exp_or_inf(log_value: float, what: str) -> float:
                       stacklevel=3)
         return math.inf
     return math.exp(log_value)
-
-
-def _graph(model: nn.Module, input_shape: Sequence[int] | None,
-           graph: RescalingGraph | None) -> RescalingGraph:
-    if graph is not None:
-        return graph
-    if input_shape is None:
-        raise TypeError("give input_shape (one sample's shape, no batch dimension) or graph=")
-    return rescaling_graph(model, input_shape)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -88,7 +79,7 @@ def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, 
     With a folded BatchNorm, ``<layer>.weight`` holds the magnitudes of the folded weight
     ``(gamma / sigma) W`` and ``<batchnorm>.bias`` those of the folded bias (docs/batchnorm.md).
     """
-    g = _graph(model, input_shape, graph)
+    g = resolve_graph(model, input_shape, graph)
     mags = magnitudes_of(g, lifting_parameters(model, g, dtype=dtype)).absolute()
     out: dict[str, torch.Tensor] = {}
     for layer, w, b in zip(g.layers, mags.weights, mags.biases, strict=True):
@@ -105,7 +96,7 @@ def path_norm(model: nn.Module, input_shape: Sequence[int] | None = None, *, p: 
     log with ``log=True``."""
     if not p > 0 or math.isinf(p):
         raise ValueError(f"path_norm needs a finite p > 0, got p={p}")
-    g = _graph(model, input_shape, graph)
+    g = resolve_graph(model, input_shape, graph)
     params = lifting_parameters(model, g, dtype=dtype)
     with torch.no_grad():
         log_n = float(log_total(g, [w.abs() ** p for w in params.weights],
@@ -118,7 +109,7 @@ def num_paths(model: nn.Module, input_shape: Sequence[int] | None = None, *,
               graph: RescalingGraph | None = None, log: bool = False) -> float:
     """Number of paths from an input unit or a bias to an output unit (paper Table 1), or its
     natural log with ``log=True``; ``inf`` with a warning when it exceeds float64."""
-    g = _graph(model, input_shape, graph)
+    g = resolve_graph(model, input_shape, graph)
     device = _device(model)
     ones_w = [torch.ones(layer.weight_shape, dtype=torch.float64, device=device)
               for layer in g.layers]

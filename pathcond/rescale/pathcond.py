@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..lifting import lifting_parameters, magnitudes_of
 from ..solver import RescalingProblem, SolveResult, solve_block, solve_coordinate, solve_newton
 from .apply import apply_rescaling
@@ -80,15 +80,6 @@ class CriterionValue:
     am_gm: float
 
 
-def _resolve_graph(model: nn.Module, input_shape: Sequence[int] | None,
-                   graph: RescalingGraph | None) -> RescalingGraph:
-    if graph is not None:
-        return graph
-    if input_shape is None:
-        raise TypeError("give input_shape (one sample's shape, no batch dimension) or graph=")
-    return rescaling_graph(model, input_shape)
-
-
 def build_problem(model: nn.Module, graph: RescalingGraph, *,
                   dtype: torch.dtype = torch.float64) -> RescalingProblem:
     """Path magnitudes of ``model`` (one forward/backward pass) reduced for the solvers."""
@@ -101,7 +92,7 @@ def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,
               dtype: torch.dtype = torch.float64) -> CriterionValue:
     """The PathCond criterion ``F(u) = G log sum_i q_i + 2 sum_i (B u)_i`` at ``u``
     (``log_scales``, default 0) and its gradient, for diagnostics and tests."""
-    g = _resolve_graph(model, input_shape, graph)
+    g = resolve_graph(model, input_shape, graph)
     problem = build_problem(model, g, dtype=dtype)
     u = torch.zeros(g.num_groups, dtype=dtype, device=problem.device) if log_scales is None \
         else log_scales.to(dtype=dtype, device=problem.device)
@@ -134,7 +125,7 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     if max_sweeps < 1:
         raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
     start = time.perf_counter()
-    g = _resolve_graph(model, input_shape, graph)
+    g = resolve_graph(model, input_shape, graph)
     problem = build_problem(model, g, dtype=dtype)
     zero = torch.zeros(g.num_groups, dtype=dtype, device=problem.device)
     am_gm_before = problem.am_gm(zero)

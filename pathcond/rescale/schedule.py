@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from .pathcond import RescaleReport, build_problem, rescale
 
 
@@ -58,12 +58,8 @@ class PathCondSchedule:
                              f"got {am_gm_threshold}")
         if int(check_every) != check_every or check_every < 1:
             raise ValueError(f"check_every must be a positive integer, got {check_every}")
-        if graph is None:
-            if input_shape is None:
-                raise TypeError("give input_shape (one sample's shape) or graph=")
-            graph = rescaling_graph(model, input_shape)
         self.model = model
-        self.graph = graph
+        self.graph = resolve_graph(model, input_shape, graph)
         self.optimizer = optimizer
         self.at_start = at_start
         self.every_steps = every_steps

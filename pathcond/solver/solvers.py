@@ -82,8 +82,14 @@ def _block_step(incoming: torch.Tensor, outgoing: torch.Tensor, imbalance: torch
     return w_of(s), s
 
 
-def _converged(history: list[float], tol: float | None, max_step: float,
-               step_tol: float | None) -> bool:
+def _end_sweep(history: list[float], value: float, sweep: int, max_step: float,
+               tol: float | None, step_tol: float | None,
+               callback: Callable[[int, float], None] | None) -> bool:
+    """Record the criterion ``F / G`` after a sweep; True when converged: the sweep's
+    decrease is at most ``tol`` times the decrease so far, or no step exceeded ``step_tol``."""
+    history.append(value)
+    if callback is not None:
+        callback(sweep, value)
     by_value = tol is not None and history[-2] - history[-1] <= tol * (history[0] - history[-1])
     return by_value or (step_tol is not None and max_step <= step_tol)
 
@@ -116,10 +122,8 @@ def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float
             max_step = max(max_step, float(delta.abs().max()))
         if not blocks:
             total = float(problem.group_sums(u).total)
-        history.append(math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g)
-        if callback is not None:
-            callback(sweeps, history[-1])
-        if _converged(history, tol, max_step, step_tol):
+        value = math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g
+        if _end_sweep(history, value, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     return SolveResult(u, tuple(history), sweeps, converged, max_step,
@@ -198,10 +202,7 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
             break
         u = u + step * direction
         max_step = step * float(direction.abs().max())
-        history.append(trial / g)
-        if callback is not None:
-            callback(sweeps, history[-1])
-        if _converged(history, tol, max_step, step_tol):
+        if _end_sweep(history, trial / g, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     return SolveResult(u, tuple(history), sweeps, converged, max_step,
@@ -295,10 +296,8 @@ def solve_coordinate(problem: RescalingProblem, *, tol: float | None, step_tol: 
             ext[grp] += delta
             total = rest + incoming / w + outgoing * w
             max_step = max(max_step, abs(delta))
-        history.append(math.log(total) + 2.0 * float(imbalance @ ext[:h]) / g)
-        if callback is not None:
-            callback(sweeps, history[-1])
-        if _converged(history, tol, max_step, step_tol):
+        value = math.log(total) + 2.0 * float(imbalance @ ext[:h]) / g
+        if _end_sweep(history, value, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     u = torch.as_tensor(ext[:h], dtype=problem.dtype, device=problem.device)
