@@ -60,11 +60,13 @@ def run_fig5(ctx: RunContext) -> dict[str, Any]:
             rescale[f"k={k}/seed={seed}"] = ctx.store.run(
                 run_key("rescale", f"k={k}", f"seed={seed}"), {"k": k, "seed": seed}, compute)
     runs: dict[str, dict[str, Any]] = {}
-    for lr in lrs:
-        for k in ks:
-            for method in methods:
-                mname = method if isinstance(method, str) else method["name"]
-                for seed in seeds:
+    # Seeds outermost, cheap (large k) first: an interrupted run already has a full picture.
+    order = [float(x) for x in p.get("lr_order", lrs)]
+    for seed in seeds:
+        for lr in sorted(lrs, key=lambda x: order.index(x) if x in order else len(order)):
+            for k in sorted(ks, reverse=True):
+                for method in methods:
+                    mname = method if isinstance(method, str) else method["name"]
                     key = run_key(f"k={k}", f"lr={lr}", mname, f"seed={seed}")
                     rec = train_unit(ctx, key, _trainer_config(p, k, lr, method, seed), data)
                     if rec is not None:
