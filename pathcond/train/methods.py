@@ -14,6 +14,13 @@ A method is an object with a few hooks the training loop calls; the registry
 
 The time spent in these hooks is reported as the run's "rescale time".
 
+Distributed runs (:mod:`pathcond.train.distributed`): the hooks run on every rank, on the
+plain module (never the DDP wrapper), after DDP has averaged the gradients. A hook that
+changes the parameters must count it in ``rescalings``: after ``on_train_begin``,
+``after_step`` and ``on_epoch_end`` (when :meth:`Method.may_rescale` says it may), the
+trainer checks whether any rank's count moved and, if so, broadcasts rank 0's parameters,
+buffers and optimizer state. ``before_step`` must not change the parameters.
+
 ``baseline`` is plain training; ``pathcond`` drives :class:`pathcond.rescale.PathCondSchedule`;
 ``enorm``, ``pathsgd``, ``gsgd`` and ``weightfix`` wrap the classes of :mod:`pathcond.optim`
 (``ENorm``, ``PathSGD``, ``GSGD`` / ``GSpace``, ``WeightFixing``), looked up when a run
@@ -77,6 +84,9 @@ class Method:
     """Base class: plain training, every hook a no-op."""
 
     name: ClassVar[str] = "baseline"
+    #: Whether the optimizer step reads buffers (BatchNorm statistics): under DDP the
+    #: trainer then gives every rank rank 0's buffers before each step.
+    step_reads_buffers: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -93,6 +103,12 @@ class Method:
                         input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
         """An optimizer of the method's own, or ``None`` for the standard one."""
         return None
+
+    def may_rescale(self, hook: str) -> bool:
+        """Whether the hook ``hook`` (``train_begin``, ``after_step`` or ``epoch_end``) may
+        change the parameters (distributed runs check for a rescaling after it). The base
+        class says yes to all, so that a new method is safe before it is precise."""
+        return True
 
     def setup(self, ctx: MethodContext) -> None:
         """Called on every start (fresh or resumed), after the optimizer is built."""
@@ -123,6 +139,9 @@ class Baseline(Method):
     """Plain training with the configured optimizer."""
 
     name = "baseline"
+
+    def may_rescale(self, hook: str) -> bool:
+        return False
 
 
 class PathCondMethod(Method):
@@ -158,6 +177,14 @@ class PathCondMethod(Method):
             self.ctx.log(f"PathCond: AM/GM {report.am_gm_before:.4g} -> "
                          f"{report.am_gm_after:.4g} in {report.sweeps} sweeps, "
                          f"{report.seconds:.2f} s{status}")
+
+    def may_rescale(self, hook: str) -> bool:
+        c = self.cfg
+        if hook == "train_begin":
+            return c.at_init
+        if hook == "after_step":
+            return c.every_steps is not None or c.am_gm_threshold is not None
+        return hook == "epoch_end" and c.every_epochs is not None
 
     def on_train_begin(self) -> None:
         self._report(self.schedule.start())
@@ -237,6 +264,11 @@ class ENormMethod(Method):
         self.impl.step()
         self.rescalings += 1
 
+    def may_rescale(self, hook: str) -> bool:
+        if hook == "after_step":
+            return self.cfg.every_epochs is None
+        return hook == "epoch_end" and self.cfg.every_epochs is not None
+
     def after_step(self, step: int) -> None:
         if self.cfg.every_epochs is None and step % self.cfg.every == 0:
             self._cycle()
@@ -258,6 +290,10 @@ class PathSGDMethod(Method):
 
     name = "pathsgd"
     cfg: PathSGDConfig
+    step_reads_buffers = True  # the magnitudes fold BatchNorm's running variances
+
+    def may_rescale(self, hook: str) -> bool:
+        return False  # the step is deterministic given the all-reduced gradients
 
     def build_optimizer(self, model: nn.Module, cfg: OptimizerConfig,
                         input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
@@ -277,6 +313,9 @@ class GSGDMethod(Method):
 
     name = "gsgd"
     cfg: GSGDConfig
+
+    def may_rescale(self, hook: str) -> bool:
+        return False  # the step is deterministic given the all-reduced gradients
 
     def build_optimizer(self, model: nn.Module, cfg: OptimizerConfig,
                         input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
@@ -306,6 +345,11 @@ class WeightFixMethod(Method):
     def __init__(self, cfg: WeightFixConfig) -> None:
         super().__init__(cfg)
         self.impl: Any = None
+
+    def may_rescale(self, hook: str) -> bool:
+        # The set-to-one rescaling happens in setup(), identically on every rank (before
+        # DDP starts); the fixed entries are restored after every optimizer step.
+        return False
 
     def setup(self, ctx: MethodContext) -> None:
         super().setup(ctx)

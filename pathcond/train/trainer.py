@@ -25,6 +25,10 @@ the training samples in epoch ``e`` is a permutation drawn from a generator seed
 ``(seed, e)`` alone; the global RNG state (dropout) is saved in every checkpoint. A run
 resumed from a checkpoint is therefore bit-identical on CPU to an uninterrupted one.
 
+Distributed: under torchrun (``pathcond train --nproc N``) the trainer runs data-parallel
+with DDP; ``training.batch_size`` is then the global batch, split across the processes, and
+only rank 0 writes and prints (:mod:`pathcond.train.distributed`, ``docs/distributed.md``).
+
 Times: ``epoch_time`` is the time of the epoch's training steps including the method's
 hooks (``rescale_time``), without evaluation (``eval_time``); ``wall_time`` is their running
 sum plus the time of the method's start (e.g. PathCond at initialisation).
@@ -59,10 +63,12 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import DataConfig, ExperimentConfig, method_label, validate_config
+from .distributed import DistContext, rank_seed
+from .distributed import setup as setup_distributed
 from .methods import MethodContext, build_method, make_optimizer
 from .metrics import MetricsWriter, tensorboard_writer_class
 
-__all__ = ["RunResult", "Trainer", "load_data", "resolve_device", "train"]
+__all__ = ["RunResult", "Trainer", "check_run_dir", "load_data", "resolve_device", "train"]
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -154,6 +160,31 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a run directory that cannot be used (without touching it): missing when
+    resuming, not a directory, holding something else, or holding a run without
+    ``overwrite``."""
+    d = run_dir
+    if resume:
+        if not d.is_dir():
+            raise ConfigError(f"cannot resume: run directory {str(d)!r} does not exist")
+        return
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"run directory {str(d)!r} exists and is not a directory")
+    if d.is_dir() and any(d.iterdir()):
+        is_run = any((d / m).exists() for m in _RUN_MARKERS)
+        if not is_run:
+            raise ConfigError(f"{str(d)!r} is not empty and holds no run; choose another "
+                              "output directory")
+        if not overwrite:
+            raise ConfigError(f"run directory {str(d)!r} already holds a run: resume it "
+                              "with --resume or start again with --overwrite")
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def _stderr(message: str) -> None:
     from tqdm import tqdm
 
@@ -169,6 +200,11 @@ class Trainer:
         log: receives one-line messages (epoch summaries, PathCond reports); ``None``
             prints them to stderr when ``output.progress`` is on and drops them otherwise.
         data: the dataset, if already loaded (it must match ``config.data``).
+        distributed: ``None`` (default): train data-parallel when this process is one of
+            several started by torchrun (or belongs to an initialised process group of more
+            than one rank), see :mod:`pathcond.train.distributed`; ``False``: never;
+            ``True``: refuse to run outside such an environment. Ranks other than 0 write
+            nothing and log nothing (``log`` and ``output.progress`` apply to rank 0).
 
     Raises:
         ConfigError, DatasetNotFoundError, UnsupportedModelError: on bad input, before any
@@ -176,16 +212,20 @@ class Trainer:
     """
 
     def __init__(self, config: ExperimentConfig, *, run_dir: str | Path | None = None,
-                 log: Callable[[str], None] | None = None, data: DataSplits | None = None
-                 ) -> None:
+                 log: Callable[[str], None] | None = None, data: DataSplits | None = None,
+                 distributed: bool | None = None) -> None:
         from ..models import get_model, model_input_shape
 
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
-        self.progress = config.output.progress
-        self.log: Callable[[str], None] = log if log is not None else (
+        #: The distributed run this process belongs to (``None``: a single process).
+        self.dist: DistContext | None = setup_distributed(config.device, enabled=distributed)
+        self.is_main = self.dist is None or self.dist.is_main
+        self.progress = config.output.progress and self.is_main
+        self.log: Callable[[str], None] = log if log is not None and self.is_main else (
             _stderr if self.progress else (lambda _m: None))
-        self.device = resolve_device(config.device)
+        self.device = self.dist.device if self.dist is not None else resolve_device(
+            config.device)
         if config.output.tensorboard:
             tensorboard_writer_class()
         if config.training.threads is not None:
@@ -212,12 +252,25 @@ class Trainer:
         self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
         self._check_compatible()
         self.model.to(self.device)
+        if self.dist is not None:
+            self._check_distributed()
+            self.dist.broadcast_module(self.model)
         self.method = build_method(config.method)
         opt = self.method.build_optimizer(self.model, config.optimizer, self.input_shape)
         self.optimizer: torch.optim.Optimizer = opt if opt is not None else make_optimizer(
             self.model.parameters(), config.optimizer)
         self.ctx = MethodContext(self.model, self.optimizer, self.input_shape, log=self.log)
         self.method.setup(self.ctx)
+        #: The DDP wrapper the training steps run through (``None`` in one process); the
+        #: method plug-ins, evaluation and checkpoints use the plain ``model``.
+        self.ddp: nn.Module | None = None
+        if self.dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            if self.dist.rank > 0:  # rank 0 keeps the single-process RNG stream
+                torch.manual_seed(rank_seed(config.seed, self.dist.rank))
         self.train_x, self.train_y = self._on_device(data.train_x, data.train_y)
         self.val_x, self.val_y = self._on_device(data.val_x, data.val_y)
         self.test_x: torch.Tensor | None = None
@@ -261,6 +314,24 @@ class Trainer:
             raise ConfigError(f"model {name!r} outputs shape {tuple(out.shape[1:])} per sample "
                               f"but {data.name} needs {what}")
 
+    def _check_distributed(self) -> None:
+        """Refuse a global batch that cannot be split over the processes."""
+        assert self.dist is not None
+        world, tcfg = self.dist.world_size, self.config.training
+        if tcfg.batch_size < world:
+            raise ConfigError(f"training.batch_size {tcfg.batch_size} is the global batch and "
+                              f"must be at least the number of processes ({world})")
+        if not _has_batchnorm(self.model):
+            return
+        n, bs = self.data.num_train, tcfg.batch_size
+        sizes = {min(bs, n)} | ({n % bs} if n % bs and not tcfg.drop_last else set())
+        for g in sorted(sizes):
+            if 1 in (g // world, -(-g // world)):
+                raise ConfigError(
+                    f"training.batch_size: a batch of {g} samples split over {world} processes "
+                    "leaves one sample to a process, which BatchNorm cannot train on; "
+                    "change batch_size or set training.drop_last: true")
+
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.classification:
             return F.cross_entropy(out, y)
@@ -270,20 +341,10 @@ class Trainer:
 
     def _prepare_dir(self, *, resume: bool, overwrite: bool) -> None:
         d = self.run_dir
+        check_run_dir(d, resume=resume, overwrite=overwrite)
         if resume:
-            if not d.is_dir():
-                raise ConfigError(f"cannot resume: run directory {str(d)!r} does not exist")
             return
-        if d.exists() and not d.is_dir():
-            raise ConfigError(f"run directory {str(d)!r} exists and is not a directory")
         if d.is_dir() and any(d.iterdir()):
-            is_run = any((d / m).exists() for m in _RUN_MARKERS)
-            if not is_run:
-                raise ConfigError(f"{str(d)!r} is not empty and holds no run; choose another "
-                                  "output directory")
-            if not overwrite:
-                raise ConfigError(f"run directory {str(d)!r} already holds a run: resume it "
-                                  "with --resume or start again with --overwrite")
             for marker in (*_RUN_MARKERS, "metrics.csv", "plots", "tensorboard"):
                 p = d / marker
                 if p.is_dir():
@@ -295,7 +356,10 @@ class Trainer:
                                                           sort_keys=False))
 
     def _restore(self) -> None:
-        state = latest_checkpoint(self.run_dir)
+        if self.dist is None:
+            state = latest_checkpoint(self.run_dir)
+        else:  # rank 0 reads (other nodes need no copy of the run directory)
+            state = self.dist.from_main(lambda: latest_checkpoint(self.run_dir))
         key = _diff_key(_comparable(state["config"]), _comparable(self.config.to_dict()))
         if key is not None:
             raise ConfigError(f"cannot resume {str(self.run_dir)!r}: its checkpoint was made "
@@ -311,9 +375,18 @@ class Trainer:
             raise CheckpointError(f"checkpoint of {str(self.run_dir)!r} does not fit the "
                                   f"model/optimizer: {_first_line(exc)}") from None
         rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        if self.device.type == "cuda" and rng.get("cuda"):
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.dist is not None and self.dist.rank > 0:
+            ranks = rng.get("ranks")
+            if ranks is not None and len(ranks) == self.dist.world_size:
+                rng = ranks[self.dist.rank]
+            else:  # saved by another number of processes: a fresh stream for this rank
+                torch.manual_seed(rank_seed(self.config.seed, self.dist.rank,
+                                            int(state["epoch"])))
+                rng = None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if self.device.type == "cuda" and rng.get("cuda"):
+                torch.cuda.set_rng_state_all(rng["cuda"])
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.history = [dict(r) for r in state["history"]]
@@ -321,8 +394,16 @@ class Trainer:
         self.rescale_time_total = float(state["times"]["rescale_time_total"])
         self.extra = dict(state.get("extra", {}))
 
-    def _save(self) -> None:
+    def _rng_state(self) -> dict[str, Any]:
         cuda = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+    def _save(self, rng_ranks: list[Any] | None = None) -> None:
+        """Write the epoch's checkpoint (rank 0 only); ``rng_ranks``: every rank's RNG state
+        in a distributed run."""
+        rng = self._rng_state()
+        if rng_ranks is not None:
+            rng["ranks"] = rng_ranks
         payload = {
             "config": self.config.to_dict(),
             "epoch": self.epoch,
@@ -330,7 +411,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "cuda": cuda},
+            "rng": rng,
             "history": self.history,
             "times": {"setup_time": self.setup_time,
                       "rescale_time_total": self.rescale_time_total},
@@ -362,8 +443,19 @@ class Trainer:
         for start in range(0, stop, bs):
             yield perm[start:start + bs].to(self.device)
 
+    def _sync_if_rescaled(self, hook: str, rescalings_before: int) -> None:
+        """Distributed: after a method hook that may change the parameters, broadcast rank
+        0's parameters, buffers and optimizer state if any rank rescaled."""
+        if self.dist is None or not self.method.may_rescale(hook):
+            return
+        if self.dist.any_true(self.method.rescalings != rescalings_before):
+            self.dist.sync_state(self.model, self.optimizer)
+
     def _train_epoch(self, epoch: int) -> tuple[float, float | None, float]:
-        model, opt, method = self.model, self.optimizer, self.method
+        model, opt, method, dist = self.model, self.optimizer, self.method, self.dist
+        forward = self.ddp if self.ddp is not None else model
+        sync_before_step = (dist is not None and method.step_reads_buffers
+                            and any(True for _ in model.buffers()))
         model.train()
         n, bs = self.data.num_train, self.config.training.batch_size
         total = (n // bs) if self.config.training.drop_last else math.ceil(n / bs)
@@ -379,23 +471,32 @@ class Trainer:
                        unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
         try:
             for i, idx in enumerate(self._batches(epoch)):
+                weight, local = 1.0, idx.numel()
+                if dist is not None:  # this rank's piece of the global batch
+                    idx, weight, local = dist.shard(idx)
                 x, y = self.train_x[idx], self.train_y[idx]
-                out = model(x)
+                out = forward(x)
                 loss = self._loss(out, y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if weight == 1.0 else loss * weight).backward()
                 t = time.perf_counter()
                 method.before_step()
                 method_time += time.perf_counter() - t
+                if sync_before_step:
+                    assert dist is not None
+                    dist.sync_buffers(model)
                 opt.step()
                 self.step += 1
                 t = time.perf_counter()
+                before = method.rescalings
                 method.after_step(self.step)
+                self._sync_if_rescaled("after_step", before)
                 method_time += time.perf_counter() - t
-                loss_sum += loss.detach().to(torch.float64) * idx.numel()
-                if self.classification:
-                    correct += (out.detach().argmax(1) == y).sum()
-                count += idx.numel()
+                if local:
+                    loss_sum += loss.detach().to(torch.float64) * local
+                    if self.classification:
+                        correct += (out.detach().argmax(1) == y).sum()
+                count += local
                 if bar is not None:
                     bar.update(1)
                     if i % 20 == 0:
@@ -403,6 +504,13 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if dist is not None:  # the epoch's totals over all ranks; rank 0's BatchNorm buffers
+            totals = torch.stack([loss_sum, correct.to(torch.float64),
+                                  torch.tensor(float(count), dtype=torch.float64,
+                                               device=self.device)])
+            dist.all_sum(totals)
+            loss_sum, correct, count = totals[0], totals[1], int(totals[2].item())
+            dist.sync_buffers(model)
         train_loss = float(loss_sum) / max(count, 1)
         train_acc = float(correct) / count if self.classification and count else None
         return train_loss, train_acc, method_time
@@ -436,34 +544,45 @@ class Trainer:
             overwrite: replace an existing run in the run directory.
             stop_after: stop after this epoch as if interrupted (for tests and budgets).
         """
-        self._prepare_dir(resume=resume, overwrite=overwrite)
+        if self.dist is None:
+            self._prepare_dir(resume=resume, overwrite=overwrite)
+        else:  # rank 0 prepares; its refusal is raised on every rank
+            self.dist.from_main(lambda: self._prepare_dir(resume=resume, overwrite=overwrite))
         cfg = self.config
         if resume:
             self._restore()
         writer = MetricsWriter(self.run_dir, tensorboard=cfg.output.tensorboard,
-                               purge_step=self.epoch)
+                               purge_step=self.epoch) if self.is_main else None
         try:
             self.warm_up()
             if not resume:
-                if cfg.training.am_gm:
+                if cfg.training.am_gm and self.is_main:
                     self.extra["am_gm_init"] = self.am_gm()
                 t = time.perf_counter()
+                before = self.method.rescalings
                 self.method.on_train_begin()
+                self._sync_if_rescaled("train_begin", before)
                 self.setup_time = time.perf_counter() - t
                 self.rescale_time_total = self.setup_time
-                train_loss, train_acc = self.evaluate(self.train_x, self.train_y)
+                train_loss, train_acc = self.evaluate(self.train_x, self.train_y) \
+                    if self.is_main else (None, None)
                 self._record(writer, 0, train_loss, train_acc, 0.0, self.setup_time)
             status = self._loop(writer, stop_after)
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         summary = self.summary(status)
-        atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        if cfg.output.plot and status != "interrupted" and self.history:
-            from .plot import plot_runs
+        if self.is_main:
+            atomic_write_text(self.run_dir / SUMMARY_FILE,
+                              json.dumps(summary, indent=2) + "\n")
+            if cfg.output.plot and status != "interrupted" and self.history:
+                from .plot import plot_runs
 
-            with contextlib.suppress(PathcondError):
-                plot_runs([self.run_dir], self.run_dir / "plots",
-                          fmt=cfg.output.plot_format)
+                with contextlib.suppress(PathcondError):
+                    plot_runs([self.run_dir], self.run_dir / "plots",
+                              fmt=cfg.output.plot_format)
+        if self.dist is not None:  # every rank returns rank 0's summary, once it is written
+            summary = self.dist.broadcast_object(summary)
         return RunResult(self.run_dir, cfg, list(self.history), summary)
 
     def warm_up(self) -> None:
@@ -481,7 +600,7 @@ class Trainer:
             self._loss(out, self.train_y[:n]).backward()
         del clone
 
-    def _loop(self, writer: MetricsWriter, stop_after: int | None) -> str:
+    def _loop(self, writer: MetricsWriter | None, stop_after: int | None) -> str:
         cfg = self.config
         if self.history and self.history[-1].get("train_loss") is None:
             return "diverged"
@@ -492,7 +611,9 @@ class Trainer:
             t0 = time.perf_counter()
             train_loss, train_acc, method_time = self._train_epoch(epoch)
             t = time.perf_counter()
+            before = self.method.rescalings
             self.method.on_epoch_end(epoch)
+            self._sync_if_rescaled("epoch_end", before)
             method_time += time.perf_counter() - t
             epoch_time = time.perf_counter() - t0
             self.rescale_time_total += method_time
@@ -502,10 +623,31 @@ class Trainer:
                 return "diverged"
         return "completed"
 
-    def _record(self, writer: MetricsWriter, epoch: int, train_loss: float | None,
+    def _record(self, writer: MetricsWriter | None, epoch: int, train_loss: float | None,
                 train_acc: float | None, epoch_time: float, method_time: float
                 ) -> dict[str, Any]:
-        """Evaluate, append the epoch's metrics, checkpoint, write the metrics files."""
+        """Evaluate, append the epoch's metrics, checkpoint, write the metrics files.
+
+        Distributed: rank 0 does all of it (with every rank's RNG state in the checkpoint)
+        and broadcasts the record, which every rank appends to its history."""
+        if self.dist is None:
+            return self._record_main(writer, epoch, train_loss, train_acc, epoch_time,
+                                     method_time)
+        rng_ranks = self.dist.gather_object(self._rng_state())
+        row: dict[str, Any] | None = None
+        if self.dist.is_main:
+            row = self._record_main(writer, epoch, train_loss, train_acc, epoch_time,
+                                    method_time, rng_ranks)
+        row = self.dist.broadcast_object(row)
+        assert row is not None
+        if not self.dist.is_main:
+            self.epoch = epoch
+            self.history.append(row)
+        return row
+
+    def _record_main(self, writer: MetricsWriter | None, epoch: int, train_loss: float | None,
+                     train_acc: float | None, epoch_time: float, method_time: float,
+                     rng_ranks: list[Any] | None = None) -> dict[str, Any]:
         cfg = self.config
         t = time.perf_counter()
         diverged = train_loss is None or not math.isfinite(train_loss)
@@ -532,9 +674,10 @@ class Trainer:
                for k, v in row.items()}
         self.epoch = epoch
         self.history.append(row)
-        self._save()
-        writer.write(self.history)
-        writer.scalars(row)
+        self._save(rng_ranks)
+        if writer is not None:
+            writer.write(self.history)
+            writer.scalars(row)
         self.log(self._epoch_line(row))
         return row
 
