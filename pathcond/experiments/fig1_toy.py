@@ -17,6 +17,7 @@ changes the speed along them).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,12 +186,12 @@ def run_fig1(ctx: RunContext) -> dict[str, Any]:
         rescaled, info = pathcond_init(w, b, v)
         phi0 = (w * v, b * v)
         ideal = ctx.store.run(f"init{i}/ideal", {**common, "phi0": phi0, "steps": steps * 4},
-                              lambda phi0=phi0: _ideal(phi0, x, y, lr, steps * 4))
+                              functools.partial(_ideal, phi0, x, y, lr, steps * 4))
         for variant, theta in (("original", (w, b, v)), ("pathcond", rescaled)):
             key = f"init{i}/{variant}"
             spec = {**common, "theta": theta, "steps": steps, "every": every, "stop": stop}
-            rec = ctx.store.run(key, spec, lambda theta=theta, ideal=ideal: _one(
-                theta, x, y, lr, steps, every, tol, stop, ideal))
+            rec = ctx.store.run(key, spec, functools.partial(
+                _one, theta, x, y, lr, steps, every, tol, stop, ideal))
             runs[key] = {k: rec[k] for k in ("steps_to_tol", "final_loss", "initial_loss",
                                              "dist_to_ideal_mean", "dist_to_ideal_max")}
             runs[key]["theta0"] = list(theta)

@@ -15,6 +15,7 @@ initialisations need larger rescalings than large-variance ones.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ def _network(widths: list[int], kappa: float, seed: int) -> MLP:
     return model
 
 
+def _report(widths: list[int], kappa: float, seed: int, solver: str) -> dict[str, Any]:
+    return pathcond_report(_network(widths, kappa, seed), (widths[0],), solver=solver)
+
+
 def run_fig4(ctx: RunContext) -> dict[str, Any]:
     """Every repeat x concentration x variance: sample widths, initialise, run PathCond."""
     p = ctx.params
@@ -82,8 +87,8 @@ def run_fig4(ctx: RunContext) -> dict[str, Any]:
                 net_seed = seed * 1_000_003 + r * 1_009 + ci
                 spec = {"widths": widths, "kappa": kappa, "seed": net_seed, "alpha": alpha,
                         "solver": solver}
-                rec = ctx.store.run(key, spec, lambda w=widths, k=kappa, s=net_seed:
-                                    pathcond_report(_network(w, k, s), (w[0],), solver=solver))
+                rec = ctx.store.run(key, spec, functools.partial(
+                    _report, widths, kappa, net_seed, solver))
                 rows.append({"repeat": r, "alpha": alpha, "variance": vname, "kappa": kappa,
                              "ratio": max(hidden) / min(hidden), "u_inf": rec.get("u_inf"),
                              "am_gm_before": rec.get("am_gm_before"),
