@@ -28,9 +28,18 @@ DEMO_WIDTHS = (784, 512, 32, 256, 16, 10)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _rank_prefix() -> str:
+    """``[rank R] `` in a process of rank R > 0 started by torchrun, else empty."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return ""
+    return f"[rank {rank}] " if world > 1 and rank > 0 else ""
+
+
 def fail(message: str) -> None:
     """Print one line and exit with status 2."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {_rank_prefix()}{message}", err=True)
     raise typer.Exit(2)
 
 
@@ -232,12 +241,23 @@ def train(
     overwrite: OverwriteOpt = False,
     progress: ProgressOpt = None,
     tensorboard: TensorboardOpt = None,
+    nproc: Annotated[int | None, typer.Option(
+        "--nproc", help="train data-parallel in N local processes (DDP launched like "
+                        "torchrun --standalone; --batch-size is the global batch, split over "
+                        "the processes); see docs/distributed.md")] = None,
 ) -> None:
     """Train one model with one method; write metrics, checkpoints and plots to a run
-    directory (default runs/NAME)."""
+    directory (default runs/NAME). Under torchrun every process runs this command and they
+    train together (rank 0 writes and prints)."""
     from .train import Trainer
+    from .train.distributed import run_distributed, shutdown, under_torchrun
     from .train.trainer import read_run_config
 
+    if nproc is not None and nproc < 1:
+        fail(f"--nproc must be at least 1, got {nproc}")
+    if nproc is not None and nproc > 1 and under_torchrun():
+        fail("--nproc: this process was started by torchrun already (WORLD_SIZE is set); "
+             "drop --nproc")
     pairs = _overrides(model=model, arg=arg, dataset=dataset, data_root=data_root, limit=limit,
                        optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size,
                        epochs=epochs, seed=seed, device=device,
@@ -258,9 +278,18 @@ def train(
     else:
         cfg = _make_config(config, pairs)
         run_dir = cfg.run_dir()
-    trainer = Trainer(cfg, run_dir=run_dir, log=_err if cfg.output.progress else None)
-    result = trainer.run(resume=resume is not None, overwrite=overwrite)
-    _print_run_summary(result.summary, result.run_dir)
+    if nproc is not None and nproc > 1:
+        summary = run_distributed(cfg, run_dir, nproc=nproc, resume=resume is not None,
+                                  overwrite=overwrite)
+        _print_run_summary(summary, Path(run_dir))
+        return
+    try:
+        trainer = Trainer(cfg, run_dir=run_dir, log=_err if cfg.output.progress else None)
+        result = trainer.run(resume=resume is not None, overwrite=overwrite)
+        if trainer.is_main:
+            _print_run_summary(result.summary, result.run_dir)
+    finally:
+        shutdown()
 
 
 def _print_run_summary(summary: dict[str, Any], run_dir: Path) -> None:
@@ -316,6 +345,11 @@ def compare(
 ) -> None:
     """Train several methods on one configuration, seeds in a loop; print one summary table
     (mean ± standard deviation over seeds) and plot every method with a band over seeds."""
+    from .train.distributed import under_torchrun
+
+    if under_torchrun():
+        fail("compare runs in one process; for distributed training use `pathcond train "
+             "--nproc N` (or torchrun ... train) per method and seed")
     pairs = _overrides(model=model, arg=arg, dataset=dataset, data_root=data_root, limit=limit,
                        optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size,
                        epochs=epochs, device=device, target_accuracy=target_accuracy,

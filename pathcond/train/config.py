@@ -131,7 +131,9 @@ class TrainingConfig(_Strict):
     """Schedule of the training loop."""
 
     epochs: PositiveInt = 10
-    batch_size: PositiveInt = 128
+    batch_size: PositiveInt = Field(
+        default=128, gt=0, description="minibatch size; in a distributed run the global "
+                                       "batch, split over the processes")
     eval_batch_size: PositiveInt = 1024
     drop_last: bool = False
     target_accuracy: float | None = Field(default=None, gt=0, le=1,

@@ -368,15 +368,20 @@ def launch(fn: Callable[..., T], nproc: int, *args: Any,
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-    if "OMP_NUM_THREADS" not in os.environ:
-        threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
                           run_id=f"pathcond-{uuid.uuid4().hex[:12]}", rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           start_method="spawn")
-    with _quiet_launcher():
-        result: dict[int, T] = elastic_launch(config, fn)(*args)
+    set_threads = "OMP_NUM_THREADS" not in os.environ
+    if set_threads:  # the spawned processes inherit it; this one has read it already
+        threads = threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        with _quiet_launcher():
+            result: dict[int, T] = elastic_launch(config, fn)(*args)
+    finally:
+        if set_threads:
+            os.environ.pop("OMP_NUM_THREADS", None)
     return result
 
 

@@ -213,3 +213,50 @@ def test_single_process_ignores_an_absent_environment(tmp_path: Path,
     monkeypatch.setenv("WORLD_SIZE", "1")
     monkeypatch.setenv("RANK", "0")
     assert Trainer(tiny_config(tmp_path / "run3", "training.epochs=1")).dist is None
+
+
+
+def _cli(*args: str | Path) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from pathcond.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _tiny_yaml(tmp_path: Path) -> Path:
+    import yaml
+
+    from .conftest import tiny_dict
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict("training.epochs=1", "method=pathcond")))
+    return path
+
+
+def test_cli_nproc_trains_in_two_processes(tmp_path: Path) -> None:
+    code, out, err = _cli("train", _tiny_yaml(tmp_path), "--nproc", "2", "--out",
+                          tmp_path / "run")
+    assert code == 0, (out, err)
+    assert "completed after 1 epochs" in out and "run directory" in out
+    state = latest_checkpoint(tmp_path / "run")
+    assert state["epoch"] == 1 and len(state["rng"]["ranks"]) == 2
+    # A refusal found before launching: one line, status 2.
+    code, out, err = _cli("train", _tiny_yaml(tmp_path), "--nproc", "2", "--out",
+                          tmp_path / "run")
+    assert code == 2 and "already holds a run" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_refuses_nproc_misuse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = _cli("train", _tiny_yaml(tmp_path), "--nproc", "0")
+    assert code == 2 and "--nproc must be at least 1" in err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code, _, err = _cli("train", _tiny_yaml(tmp_path), "--nproc", "2")
+    assert code == 2 and "started by torchrun already" in err
+    assert err.startswith("error: [rank 1] ")
+    code, _, err = _cli("compare", _tiny_yaml(tmp_path))
+    assert code == 2 and "compare runs in one process" in err
