@@ -282,7 +282,8 @@ class ENorm:
                 s = st.slots[i]
                 s.param.mul_(down[self._src_ext[i]].to(s.param.dtype))
             total += logs[:h]
-        if self.optimizer is not None and self.optimizer.state:
+        if (self.optimizer is not None and self.optimizer.state
+                and not getattr(self.optimizer, "rescaling_invariant_state", False)):
             scales = st.scales_of(total)
             transport_optimizer_state(self.optimizer, [
                 (s.param, ls) for s, ls in zip(st.slots, scales, strict=True) if ls is not None])

@@ -365,6 +365,10 @@ class GSpace(torch.optim.Optimizer):
         PathcondError: a skeleton or root weight is zero.
     """
 
+    #: G-space state is invariant (or kept in step by the optimizer itself): rescalers
+    #: such as ENorm must not transport it.
+    rescaling_invariant_state = True
+
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None,
                  optimizer: type[torch.optim.Optimizer] = torch.optim.SGD, *,
                  strategy: Strategy = "skeleton", set_to_one: bool = True,
@@ -503,6 +507,10 @@ class GSGD(torch.optim.Optimizer):
         params: parameter groups of ``model`` (default: all its parameters, one group);
             a parameter in no group keeps ``lr = 0`` in G-space.
     """
+
+    #: G-space state is invariant (or kept in step by the optimizer itself): rescalers
+    #: such as ENorm must not transport it.
+    rescaling_invariant_state = True
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None, *,
                  lr: float, momentum: float = 0.0, strategy: Strategy = "skeleton",

@@ -330,3 +330,24 @@ def test_float32_model_trains():
         opt.step()
         first = float(loss.detach()) if first is None else first
     assert float(loss.detach()) < first
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, s: GSGD(m, s, lr=0.02, momentum=0.9),
+    lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),
+])
+def test_enorm_between_steps_changes_nothing(make):
+    """ENorm attached to a G-space optimizer rescales the weights between steps; G-space
+    notices the moved skeleton weights and its trajectory (functions) is unchanged."""
+    shape = (3, 8, 8)
+    torch.manual_seed(2)
+    model = tiny_resnet(widths=(4, 8), blocks=(1, 1)).double()
+    other = copy.deepcopy(model)
+    train(model, make(model, shape), shape, steps=4)
+    opt = make(other, shape)
+    from pathcond.optim import ENorm
+
+    enorm = ENorm(other, shape, exclude_batchnorm=False, optimizer=opt)
+    train(other, opt, shape, steps=4)
+    assert enorm.cycles == 4
+    assert_same_function(model, other, shape, rtol=1e-6)
