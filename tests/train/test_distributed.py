@@ -143,6 +143,10 @@ def test_two_processes_stay_identical_and_match_one_process(tmp_path: Path) -> N
     assert not any(k.startswith("module.") for k in state["model"])
     assert len(state["rng"]["ranks"]) == 2
     assert [e for e, _ in list_checkpoints(tmp_path / "pathcond")] == [1, 2]
+    longer = train(tiny_config(tmp_path / "pathcond", "training.epochs=3", *RUNS["pathcond"]),
+                   resume=True)  # a distributed run continues in one process
+    assert longer.status == "completed" and len(longer.history) == 4
+    assert longer.history[:3] == r0["pathcond"]["history"]
 
     # Same global batch in one process: the same trajectory up to rounding.
     for name in SINGLE:
