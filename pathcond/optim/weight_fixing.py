@@ -71,6 +71,9 @@ class WeightFixingReport:
 class WeightFixing:
     """Fix one outgoing weight per hidden unit of ``model`` (thesis section 3).
 
+    Fixed entries are addressed by row-major flat indices (``torch.take`` / ``Tensor.put_``),
+    so any memory layout (e.g. channels-last) works.
+
     Args:
         model: the network (any model :func:`pathcond.rescaling_graph` supports).
         input_shape: one sample's shape (or give ``graph=``).
@@ -111,10 +114,10 @@ class WeightFixing:
                 if not bool(here.any()):
                     continue
                 index = choice.index[here]
-                values = s.param.detach().reshape(-1)[index].clone()
+                values = torch.take(s.param.detach(), index)
                 if self.set_to_one:
                     values = torch.sign(values)  # exactly +-1 (0 stays 0)
-                    s.param.view(-1)[index] = values
+                    s.param.put_(index, values)
                 self._fixed[s.name] = (index, values)
         self._params = dict(model.named_parameters())
         self._param_hooks: list[Any] = []
@@ -139,7 +142,7 @@ class WeightFixing:
 
             def zero_fixed(p: torch.Tensor, index: torch.Tensor = index) -> None:
                 if p.grad is not None:
-                    p.grad.view(-1)[index] = 0
+                    p.grad.put_(index, torch.zeros_like(index, dtype=p.grad.dtype))
 
             self._param_hooks.append(param.register_post_accumulate_grad_hook(zero_fixed))
 
@@ -149,13 +152,13 @@ class WeightFixing:
         for name, (index, _) in self._fixed.items():
             grad = self._params[name].grad
             if grad is not None:
-                grad.view(-1)[index] = 0
+                grad.put_(index, torch.zeros_like(index, dtype=grad.dtype))
 
     @torch.no_grad()
     def restore(self) -> None:
         """Write the fixed values back into the model."""
         for name, (index, values) in self._fixed.items():
-            self._params[name].view(-1)[index] = values
+            self._params[name].put_(index, values)
 
     def step(self) -> None:
         """Call after each step of an optimizer that is not attached: writes the fixed

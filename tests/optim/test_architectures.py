@@ -85,3 +85,24 @@ def test_enorm_descends_and_keeps_function(which):
     assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:], strict=False))
     assert values[-1] < values[0]
     torch.testing.assert_close(model(x).detach(), y0, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["enorm", *MAKERS])
+def test_resnet18_step_keeps_invariance(name):
+    """Full-size ResNet-18 (float64): set-up and two steps from theta and D theta agree."""
+    from pathcond.models import resnet18
+
+    shape = (3, 64, 64)
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10).double()
+    other = rescaled(model, shape, seed=1, std=0.3)
+    for m in (model, other):
+        if name == "enorm":
+            opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
+            ENorm(m, shape, exclude_batchnorm=False, optimizer=opt)
+        else:
+            opt = MAKERS[name](m, shape)
+        train(m, opt, shape, steps=2)
+    if name != "enorm":  # ENorm + SGD is not rescaling-invariant (SGD is not)
+        assert_same_function(model, other, shape, rtol=1e-6)

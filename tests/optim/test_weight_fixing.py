@@ -206,3 +206,17 @@ def test_detach_releases_the_entries():
 def test_bad_strategy():
     with pytest.raises(ValueError, match="strategy"):
         WeightFixing(MLP([3, 4, 2]), (3,), strategy="random")  # type: ignore[arg-type]
+
+
+def test_channels_last_parameters():
+    """Flat indices are logical (row-major): a channels-last model works the same."""
+    torch.manual_seed(0)
+    shape = (3, 8, 8)
+    model = tiny_resnet(widths=(4, 8), blocks=(1, 1)).double()
+    other = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    for m in (model, other):
+        opt = torch.optim.SGD(m.parameters(), lr=0.002, weight_decay=0.1)
+        WeightFixing(m, shape).attach(opt)
+        train(m, opt, shape, steps=2)
+    for a, b in zip(model.parameters(), other.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
