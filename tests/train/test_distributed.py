@@ -45,7 +45,7 @@ RUNS: dict[str, tuple[str, ...]] = {
     "weightfix": ("optimizer.momentum=0.0", "optimizer.lr=0.01", "method=weightfix"),
 }
 #: Runs compared with one process (no BatchNorm: it normalises per process).
-SINGLE = ("baseline", "pathcond")
+SINGLE = ("baseline", "pathcond", "enorm", "gsgd", "weightfix")
 EPOCHS = "training.epochs=2"
 
 
