@@ -91,7 +91,11 @@ def transport_optimizer_state(optimizer: torch.optim.Optimizer,
                               parameter_scales: Iterable[tuple[nn.Parameter, torch.Tensor]]
                               ) -> None:
     """Rescale the optimizer state of each parameter whose values were multiplied by
-    ``exp(log_scale)``; unknown per-parameter tensors raise rather than go stale."""
+    ``exp(log_scale)``; unknown per-parameter tensors raise rather than go stale.
+    Optimizers whose state lives in a rescaling-invariant space (G-space methods declare
+    ``rescaling_invariant_state = True``) are left alone."""
+    if getattr(optimizer, "rescaling_invariant_state", False):
+        return
     for p, log_scale in parameter_scales:
         state = optimizer.state.get(p)
         if not state:

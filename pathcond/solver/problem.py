@@ -111,10 +111,10 @@ class RescalingProblem:
             blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1,
                                      positive=positive_counts.to(dtype)))
             for t in (w, b):
-                if t is not None:
-                    pos = t[t > 0]
-                    log_sum += float(torch.log(pos).sum())
-                    positive += pos.numel()
+                if t is not None:  # log-sum over m > 0 without gathering them
+                    positive_mask = t > 0
+                    log_sum += float(torch.where(positive_mask, t, 1.0).log().sum())
+                    positive += int(positive_mask.sum())
         num_parameters = graph.num_lifting_parameters
         imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
         problem = cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h],

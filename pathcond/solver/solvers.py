@@ -122,8 +122,8 @@ def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float
             max_step = max(max_step, float(delta.abs().max()))
         if not blocks:
             total = float(problem.group_sums(u).total)
-        value = math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g
-        if _end_sweep(history, value, sweeps, max_step, tol, step_tol, callback):
+        after = math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g
+        if _end_sweep(history, after, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     return SolveResult(u, tuple(history), sweeps, converged, max_step,
@@ -296,8 +296,8 @@ def solve_coordinate(problem: RescalingProblem, *, tol: float | None, step_tol: 
             ext[grp] += delta
             total = rest + incoming / w + outgoing * w
             max_step = max(max_step, abs(delta))
-        value = math.log(total) + 2.0 * float(imbalance @ ext[:h]) / g
-        if _end_sweep(history, value, sweeps, max_step, tol, step_tol, callback):
+        after = math.log(total) + 2.0 * float(imbalance @ ext[:h]) / g
+        if _end_sweep(history, after, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     u = torch.as_tensor(ext[:h], dtype=problem.dtype, device=problem.device)
