@@ -210,7 +210,7 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     weights: not function-preserving, an emulation of an implementation that does not
     model BatchNorm); ``enorm_bn``.
     """
-    from ..models import mlp_bn
+    from ..models import MLP, mlp_bn
 
     p = ctx.params
     data = get_data(p["data"])
@@ -224,11 +224,17 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     variants = {str(k): dict(v) for k, v in p["variants"].items()}
     runs: dict[str, Any] = {}
     for label, method in variants.items():
+        batchnorm = bool(method.pop("batchnorm", True))
         for seed in seeds:
-            def build() -> Any:
-                return mlp_bn(depth, width=width, in_features=n_in)
+            def build(batchnorm: bool = batchnorm) -> Any:
+                if batchnorm:
+                    return mlp_bn(depth, width=width, in_features=n_in)
+                return MLP([n_in, *([width] * depth), 10], bias=False, output_bias=True)
             key = run_key(label, f"seed={seed}")
-            rec = minimal_unit(ctx, key, {"data": p["data"], "depth": depth, "width": width},
+            unit = {"data": p["data"], "depth": depth, "width": width}
+            if not batchnorm:
+                unit["batchnorm"] = False
+            rec = minimal_unit(ctx, key, unit,
                                build_model=build, data=data, method=method,
                                optimizer={"name": "sgd", "lr": lr}, epochs=int(p["epochs"]),
                                batch_size=int(p.get("batch_size", 128)), seed=seed,
@@ -256,7 +262,8 @@ def draw_fig2_bn(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     colors = {"baseline": "tab:blue", "pathcond": "tab:red", "pathcond_calibrated": "tab:orange",
-              "pathcond_reference": "tab:purple", "enorm_bn": "tab:olive", "enorm": "tab:green"}
+              "pathcond_reference": "tab:purple", "enorm_bn": "tab:olive", "enorm": "tab:green",
+              "plain_baseline": "tab:cyan", "plain_pathcond": "tab:pink"}
     for label in ctx.params["variants"]:
         for s in ctx.params["seeds"]:
             k = run_key(label, f"seed={s}")
