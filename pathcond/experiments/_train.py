@@ -339,6 +339,24 @@ def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
             "function_preserving": False}
 
 
+def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Overwrite the skeleton weights (the fixed entries of the ``"skeleton"`` strategy, one
+    outgoing weight per hidden unit) with +1, as the G-SGD paper initialises them. This is
+    *not* a rescaling: the function changes. Returns the number of entries set."""
+    import copy
+
+    from ..optim import WeightFixing
+
+    probe = WeightFixing(copy.deepcopy(model), tuple(input_shape), set_to_one=False)
+    params = dict(model.named_parameters())
+    count = 0
+    with torch.no_grad():
+        for name, (index, _) in probe.fixed_entries().items():
+            params[name].view(-1)[index] = 1.0
+            count += int(index.numel())
+    return count
+
+
 class _Hooks:
     """The method of a minimal-loop run: its set-up and per-step hooks."""
 
@@ -352,6 +370,8 @@ class _Hooks:
         self.info: dict[str, Any] = {}
         self.after_step: Callable[[], None] = lambda: None
         graph = rescaling_graph(model, input_shape)
+        if method.get("skeleton_ones"):
+            self.info["skeleton_ones"] = set_skeleton_ones(model, input_shape)
         if self.name == "gspace":
             try:
                 from ..optim import GSpace

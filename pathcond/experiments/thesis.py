@@ -49,10 +49,14 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
     "gadam": ("adam", None, {"name": "gspace", "set_to_one": True}),
     "pathcond": ("sgd", "pathcond", None),
     "pathcond_adam": ("adam", "pathcond", None),
+    # G-SGD's own initialisation: skeleton weights overwritten with 1 (not a rescaling)
+    "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton_ones": True}),
+    "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton_ones": True}),
 }
 LABELS = {"sgd": "SGD", "gsgd": "G-SGD", "weightfix": "Fixed SGD",
           "weightfix_not1": "Fixed SGD (not 1)", "adam": "Adam", "weightfix_adam": "Fixed Adam",
-          "gadam": "G-Adam", "pathcond": "PathCond + SGD", "pathcond_adam": "PathCond + Adam"}
+          "gadam": "G-Adam", "pathcond": "PathCond + SGD", "pathcond_adam": "PathCond + Adam",
+          "gsgd_ones": "G-SGD, skeleton := 1", "sgd_ones": "SGD, skeleton := 1"}
 
 
 def _widths(p: dict[str, Any], n_in: int) -> list[int]:
