@@ -40,7 +40,9 @@ class _Scaled:
 def _times_power_of_two(value: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """``value * 2**exponent``, exact. (``torch.ldexp`` has a zero gradient for integer
     exponents in torch 2.13, so it is not used on differentiable values.)"""
-    return value * torch.exp2(exponent.to(value.dtype))
+    half = torch.div(exponent, 2, rounding_mode="floor").to(value.dtype)
+    rest = exponent.to(value.dtype) - half
+    return value * torch.exp2(half) * torch.exp2(rest)  # two factors: 2**|e| may overflow
 
 
 def _aligned(parts: Sequence[_Scaled]) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -129,11 +131,17 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             y = _layer(layer.kind, op, layer.conv_dims, layer.conv_args, src.value, weights[li],
                        None)
             bias = biases[li]
-            if bias is not None:
-                # the bias enters unscaled: bring the input's scale back out of the product
+            if bias is None:
+                out = _Scaled(y, src.exponent).normalised()
+            else:
+                # y * 2**e + bias, written at the larger of the two scales so that neither
+                # term overflows: 2**E with E = max(e, exponent of the largest bias)
+                _, bias_exp = torch.frexp(bias.detach().abs().amax())
+                top = torch.maximum(src.exponent, bias_exp)
                 shape = (1, -1, *([1] * (y.dim() - 2)))
-                y = y + _times_power_of_two(bias.reshape(shape), -src.exponent)
-            out = _Scaled(y, src.exponent).normalised()
+                y = (_times_power_of_two(y, src.exponent - top)
+                     + _times_power_of_two(bias.reshape(shape), -top))
+                out = _Scaled(y, top).normalised()
         elif op.kind in ("activation", "reshape"):
             out = _Scaled(ins[0].value.reshape((1, *op.shape)), ins[0].exponent)
         elif op.kind == "maxpool":

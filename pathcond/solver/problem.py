@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph
 from ..lifting import Magnitudes
 
@@ -94,6 +95,11 @@ class RescalingProblem:
         blocks = []
         log_sum, positive = 0.0, 0
         for layer, w, b in zip(graph.layers, mags.weights, mags.biases, strict=True):
+            for t in (w, b):
+                if t is not None and not bool(torch.isfinite(t).all()):
+                    raise NonFiniteParameterError(
+                        f"the path magnitudes of layer '{layer.name}' are not finite in "
+                        f"{t.dtype}: the parameters span more than its range")
             rows = torch.where(layer.row_groups < 0, h, layer.row_groups).to(device)
             cols = torch.where(layer.col_groups < 0, h, layer.col_groups).to(device)
             reduced = w.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)

@@ -156,6 +156,22 @@ def _conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torc
     return x
 
 
+def _armijo(problem: RescalingProblem, u: torch.Tensor, direction: torch.Tensor, slope: float,
+            value: float) -> tuple[float, torch.Tensor, float] | None:
+    """Backtracking along a descent ``direction``: the first step (1, 1/2, ...) with a
+    sufficient decrease of ``F``; None if the direction is not finite, not a descent
+    direction, or gives no decrease down to a step of 1e-12."""
+    if not (math.isfinite(slope) and slope < 0 and bool(torch.isfinite(direction).all())):
+        return None
+    step = 1.0
+    while step >= 1e-12:
+        trial = problem.value(u + step * direction)
+        if math.isfinite(trial) and trial <= value + 1e-4 * step * slope:
+            return step, direction, trial
+        step *= 0.5
+    return None
+
+
 def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: float | None,
                  max_sweeps: int, callback: Callable[[int, float], None] | None = None
                  ) -> SolveResult:
@@ -178,28 +194,28 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
             converged = True
             break
         forcing = max(min(0.1, math.sqrt(norm / first_norm)), 1e-10)
-        diag = torch.where(alive > 0, c.diagonal.clamp_min(1e-300), torch.ones_like(alive))
+        floor = 1e-12 * float(c.diagonal.abs().max())
+        diag = torch.where(alive > 0, c.diagonal.clamp_min(max(floor, 1e-300)),
+                           torch.ones_like(alive))
         hessian = c.hessian_vector
 
         def masked(v: torch.Tensor, hessian: Callable[[torch.Tensor], torch.Tensor] = hessian
                    ) -> torch.Tensor:
             return hessian(v * alive) * alive
 
-        direction = _conjugate_gradient(masked, -grad, diag, forcing, 500)
-        slope = float(grad @ direction)
-        if slope >= 0:  # not a descent direction: fall back to the preconditioned gradient
-            direction = -grad / diag
-            slope = float(grad @ direction)
-        step, value = 1.0, float(c.value)
-        while True:
-            trial = problem.value(u + step * direction)
-            if trial <= value + 1e-4 * step * slope or step < 1e-12:
+        value = float(c.value)
+        newton_direction = _conjugate_gradient(masked, -grad, diag, forcing, 500)
+        found = None
+        for direction in (newton_direction, -grad / diag):  # Newton, else scaled gradient
+            found = _armijo(problem, u, direction, float(grad @ direction), value)
+            if found is not None:
                 break
-            step *= 0.5
-        if trial > value:  # no decrease possible in floating point: at the minimum
+        if found is None:  # no decrease representable in floating point from here
             history.append(value / g)
-            converged = True
+            # after progress this is the floating-point minimum; at the start, only if flat
+            converged = norm <= 1e-6 * first_norm or len(history) > 2
             break
+        step, direction, trial = found
         u = u + step * direction
         max_step = step * float(direction.abs().max())
         if _end_sweep(history, trial / g, sweeps, max_step, tol, step_tol, callback):

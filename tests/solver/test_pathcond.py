@@ -274,3 +274,27 @@ def test_optimizer_state_is_transported(kind: str) -> None:
                 continue
             expected = old * torch.exp(powers[key] * scales[n])
             torch.testing.assert_close(opt.state[p][key], expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("tiny", [1e-100, 1e-160, 1e-200])
+@pytest.mark.parametrize("solver", ["newton", "block"])
+def test_parameters_spanning_float64_stay_finite(tiny: float, solver: str) -> None:
+    """A unit whose incoming weights are tiny: its activations are denormal in float64 and
+    the next layer's bias is 2**1000 times larger. Magnitudes, log-scales and the model
+    must stay finite and the function unchanged (regression: NaN log-scales, inf
+    magnitudes from scaling a bias by 2**1062)."""
+    torch.manual_seed(0)
+    model = mlp([4, 1, 5, 2]).double()
+    with torch.no_grad():
+        model[0].weight.mul_(tiny)
+        model[0].bias.mul_(tiny)
+    mags = pathcond.path_magnitudes(model, (4,))
+    assert all(torch.isfinite(m).all() for m in mags.values())
+    assert float(mags["2.bias"].min()) > 0
+    x = torch.randn(6, 4, dtype=torch.float64)
+    before = model(x)
+    report = pathcond.rescale(model, (4,), solver=solver)  # type: ignore[arg-type]
+    assert report.converged
+    assert torch.isfinite(report.log_scales).all()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    torch.testing.assert_close(model(x), before, rtol=1e-9, atol=1e-12)
