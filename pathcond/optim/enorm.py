@@ -46,7 +46,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..rescale import transport_optimizer_state
 from ..solver import group_blocks
 from ._structure import Slot, Structure
@@ -122,10 +122,7 @@ class ENorm:
             raise ValueError(f"every must be a positive integer, got {every}")
         if schedule not in ("layers", "colours"):
             raise ValueError(f"schedule must be 'layers' or 'colours', got {schedule!r}")
-        if graph is None:
-            if input_shape is None:
-                raise TypeError("give input_shape (one sample's shape) or graph=")
-            graph = rescaling_graph(model, input_shape)
+        graph = resolve_graph(model, input_shape, graph)
         self.model = model
         self.graph = graph
         self.c = float(c)

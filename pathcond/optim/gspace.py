@@ -61,7 +61,7 @@ import torch
 from torch import nn
 
 from ..errors import PathcondError
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
 from ._skeleton import FixedChoice, Strategy, Upstream, choose_fixed, choose_upstream
 from ._structure import Structure
@@ -297,10 +297,7 @@ def _prepare(e: _Engine) -> _Prepared:
 def _build(model: nn.Module, input_shape: Sequence[int] | None, graph: RescalingGraph | None,
            strategy: Strategy, set_to_one: bool, optimizer: torch.optim.Optimizer | None = None
            ) -> tuple[RescalingGraph, Structure, FixedChoice, _Engine]:
-    if graph is None:
-        if input_shape is None:
-            raise TypeError("give input_shape (one sample's shape) or graph=")
-        graph = rescaling_graph(model, input_shape)
+    graph = resolve_graph(model, input_shape, graph)
     structure = Structure(model, graph)
     fixed = choose_fixed(structure, strategy)
     if set_to_one and graph.num_groups:

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..lifting import LiftingParameters, Magnitudes, fold_layer, magnitudes_of
 
 
@@ -77,10 +77,7 @@ class PathSGD(torch.optim.Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
-        if graph is None:
-            if input_shape is None:
-                raise TypeError("give input_shape (one sample's shape) or graph=")
-            graph = rescaling_graph(model, input_shape)
+        graph = resolve_graph(model, input_shape, graph)
         super().__init__(model.parameters() if params is None else params,
                          {"lr": lr, "momentum": momentum, "eps": eps})
         self.model = model

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..graph import RescalingGraph, rescaling_graph
+from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
 from ._skeleton import Strategy, choose_fixed
 from ._structure import Structure
@@ -92,10 +92,7 @@ class WeightFixing:
                  strategy: Strategy = "skeleton", set_to_one: bool = True,
                  optimizer: torch.optim.Optimizer | None = None,
                  graph: RescalingGraph | None = None):
-        if graph is None:
-            if input_shape is None:
-                raise TypeError("give input_shape (one sample's shape) or graph=")
-            graph = rescaling_graph(model, input_shape)
+        graph = resolve_graph(model, input_shape, graph)
         self.model = model
         self.graph = graph
         self.strategy = strategy
