@@ -71,12 +71,15 @@ def pathcond_init(w: float, b: float, v: float) -> tuple[tuple[float, float, flo
 
 
 def _gd(theta: tuple[float, float, float], x: np.ndarray, y: np.ndarray, lr: float,
-        steps: int, record_every: int, stop: float = 0.0) -> dict[str, Any]:
+        steps: int, record_every: int, stop: float = 0.0,
+        record_dist: float = 0.005) -> dict[str, Any]:
     """Full-batch GD on ``(w, b, v)`` with the analytic gradient of the half mean square;
     stops early once the loss is below ``stop`` times the initial loss."""
     w, b, v = theta
     losses, phis, params = [], [], []
     loss0 = None
+    last = (math.inf, math.inf)
+    next_log = 1.0
     for t in range(steps + 1):
         pre = w * x + b
         act = pre > 0
@@ -85,10 +88,17 @@ def _gd(theta: tuple[float, float, float], x: np.ndarray, y: np.ndarray, lr: flo
         loss = 0.5 * float(np.mean(r * r))
         loss0 = loss if loss0 is None else loss0
         done = t == steps or not math.isfinite(loss) or loss <= stop * loss0
-        if t % record_every == 0 or done:
+        phi = (w * v, b * v)
+        # Record regularly, at log-spaced steps (loss curves) and whenever phi moved by
+        # more than record_dist (so that fast moves are sampled as finely as slow ones).
+        moved = math.hypot(phi[0] - last[0], phi[1] - last[1]) > record_dist
+        if t % record_every == 0 or done or moved or t >= next_log:
             losses.append((t, loss))
-            phis.append((w * v, b * v))
+            phis.append(phi)
             params.append((w, b, v))
+            last = phi
+            while next_log <= t:
+                next_log *= 1.05
         if done:
             break
         gv = float(np.mean(r * h))
@@ -113,7 +123,7 @@ def _ideal(phi0: Sequence[float], x: np.ndarray, y: np.ndarray, lr: float,
         if loss <= stop * loss0:
             break
         p = p - lr * np.array([np.mean(r * x), np.mean(r)])
-        if t % 10 == 9:
+        if t % 10 == 9 or math.hypot(p[0] - out[-1][0], p[1] - out[-1][1]) > 0.002:
             out.append((float(p[0]), float(p[1])))
     out.append((float(p[0]), float(p[1])))
     return out
@@ -179,7 +189,7 @@ def run_fig1(ctx: RunContext) -> dict[str, Any]:
     lr, steps = float(p["lr"]), int(p["steps"])
     every = max(1, steps // int(p.get("points", 400)))
     tol, stop = float(p.get("tol", 1e-4)), float(p.get("stop", 1e-12))
-    common = {"lr": lr, "n": n, "target": target, "seed": seed, "tol": tol}
+    common = {"lr": lr, "n": n, "target": target, "seed": seed, "tol": tol, "sampling": 2}
     runs: dict[str, Any] = {}
     for i, init in enumerate(p["inits"]):
         w, b, v = (float(t) for t in init)
