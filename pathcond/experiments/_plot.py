@@ -16,7 +16,8 @@ COLORS = {
     "enorm_bn": "tab:olive", "enorm_epoch": "tab:cyan", "gsgd": "tab:purple",
     "weightfix": "tab:orange", "weightfix_not1": "tab:brown", "adam": "tab:gray",
     "weightfix_adam": "tab:pink", "gadam": "black", "pathsgd": "tab:cyan",
-    "gsgd_ones": "magenta", "sgd_ones": "navy",
+    "gsgd_ones": "magenta", "sgd_ones": "navy", "weightfix_ones": "darkorange",
+    "weightfix_adam_ones": "hotpink", "gadam_ones": "dimgray", "pathcond_adam": "salmon",
 }
 
 

@@ -38,25 +38,38 @@ __all__ = ["METHOD_SPECS", "draw_gsgd_mnist", "draw_thesis_cifar", "draw_thesis_
            "draw_thesis_mnist", "draw_thesis_surfaces", "run_gsgd_mnist", "run_thesis_cifar",
            "run_thesis_fixed_value", "run_thesis_mnist", "run_thesis_surfaces"]
 
-#: label -> (base optimizer, trainer method or None for the minimal loop, minimal method)
+#: label -> (base optimizer, trainer method or None for the minimal loop, minimal method).
+#: The thesis (and the G-SGD paper) *overwrite* the fixed / skeleton weights with 1, which
+#: changes the function (``*_ones``); the library's ``set_to_one`` instead reaches +-1 by a
+#: function-preserving rescaling, the thesis' reparametrisation of section 3.0.4 / 4.2.2.
 METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
     "sgd": ("sgd", "baseline", None),
+    "adam": ("adam", "baseline", None),
+    # the thesis' defaults: fixed / skeleton weights overwritten with 1
+    "weightfix_ones": ("sgd", None, {"name": "weightfix", "set_to_one": False,
+                                     "skeleton_ones": True}),
+    "weightfix_adam_ones": ("adam", None, {"name": "weightfix", "set_to_one": False,
+                                           "skeleton_ones": True}),
+    "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton_ones": True}),
+    "gadam_ones": ("adam", None, {"name": "gspace", "skeleton_ones": True}),
+    "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton_ones": True}),
+    # fixed weights kept as drawn ("not 1")
+    "weightfix_not1": ("sgd", {"name": "weightfix", "set_to_one": False}, None),
+    # the library's function-preserving set-to-one (thesis 4.2.2 reparametrisation)
     "gsgd": ("sgd", "gsgd", None),
     "weightfix": ("sgd", {"name": "weightfix", "set_to_one": True}, None),
-    "weightfix_not1": ("sgd", {"name": "weightfix", "set_to_one": False}, None),
-    "adam": ("adam", "baseline", None),
     "weightfix_adam": ("adam", {"name": "weightfix", "set_to_one": True}, None),
     "gadam": ("adam", None, {"name": "gspace", "set_to_one": True}),
+    # PathCond at initialisation, for reference
     "pathcond": ("sgd", "pathcond", None),
     "pathcond_adam": ("adam", "pathcond", None),
-    # G-SGD's own initialisation: skeleton weights overwritten with 1 (not a rescaling)
-    "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton_ones": True}),
-    "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton_ones": True}),
 }
-LABELS = {"sgd": "SGD", "gsgd": "G-SGD", "weightfix": "Fixed SGD",
-          "weightfix_not1": "Fixed SGD (not 1)", "adam": "Adam", "weightfix_adam": "Fixed Adam",
-          "gadam": "G-Adam", "pathcond": "PathCond + SGD", "pathcond_adam": "PathCond + Adam",
-          "gsgd_ones": "G-SGD, skeleton := 1", "sgd_ones": "SGD, skeleton := 1"}
+LABELS = {"sgd": "SGD", "adam": "Adam", "weightfix_ones": "Fixed SGD",
+          "weightfix_adam_ones": "Fixed Adam", "gsgd_ones": "G-SGD", "gadam_ones": "G-Adam",
+          "sgd_ones": "SGD, skeleton := 1", "weightfix_not1": "Fixed SGD (not 1)",
+          "gsgd": "G-SGD (rescaled to 1)", "weightfix": "Fixed SGD (rescaled to 1)",
+          "weightfix_adam": "Fixed Adam (rescaled to 1)", "gadam": "G-Adam (rescaled to 1)",
+          "pathcond": "PathCond + SGD", "pathcond_adam": "PathCond + Adam"}
 
 
 def _widths(p: dict[str, Any], n_in: int) -> list[int]:
@@ -180,8 +193,9 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
     panels = [
         ("fig 4.1/4.4: best validation loss vs lr", methods),
         ("fig 4.2/4.5: validation loss at each method's best lr", methods),
-        ("fig 4.6: fixed weights set to one or not", ["sgd", "weightfix", "weightfix_not1"]),
-        ("fig 4.10: SGD vs G-SGD vs Fixed SGD (best lr)", ["sgd", "gsgd", "weightfix"]),
+        ("fig 4.6: fixed weights set to one or not",
+         ["sgd", "weightfix_ones", "weightfix_not1", "weightfix"]),
+        ("fig 4.10: SGD vs G-SGD vs Fixed SGD (best lr)", ["sgd", "gsgd_ones", "weightfix_ones"]),
     ]
     ax = axes[0][0]
     for label in methods:

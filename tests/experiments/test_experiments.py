@@ -76,7 +76,7 @@ def test_rerun_skips_finished_units(smoke: dict[str, Any]) -> None:
 def test_lost_unit_is_recomputed_identically(smoke: dict[str, Any]) -> None:
     out = smoke["root"] / "thesis_mnist"
     data = json.loads((out / "units.json").read_text())
-    key = next(k for k in data["units"] if k.startswith("gsgd/"))
+    key = next(k for k in data["units"] if k.startswith("gsgd_ones/"))
     removed = data["units"].pop(key)
     atomic_write_json(out / "units.json", data)
     run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False)
