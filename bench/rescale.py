@@ -32,11 +32,8 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,6 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import command_line, machine_info, relative_paths  # noqa: E402
 from published import element_b, flat_magnitudes, published_pathcond  # noqa: E402
 
 import pathcond  # noqa: E402
@@ -112,42 +110,6 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs)) if xs else math.nan
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "pathcond"],
-                               capture_output=True, text=True, check=False,
-                               cwd=Path(__file__).resolve().parent).stdout.strip()
-    except OSError:
-        commit, dirty = "", ""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else None,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "cuda_available": torch.cuda.is_available(),
-        "git_commit": commit,
-        "pathcond_uncommitted_changes": dirty.splitlines(),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        info["cpu_model"] = names[0] if names else None
-    except OSError:
-        pass
-    if device.type == "cuda":
-        info["cuda_device"] = torch.cuda.get_device_name(device)
-        info["cuda_version"] = torch.version.cuda
-    return info
-
-
 def breakdown(model: nn.Module, shape: tuple[int, ...], solver: str,
               device: torch.device) -> dict[str, dict[str, float]]:
     """The steps of ``pathcond.rescale`` timed one by one (same library calls), wall and
@@ -209,7 +171,7 @@ def profile_call(fn: Callable[[], Any], top: int = 25) -> str:
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("cumulative").print_stats(top)
-    return buf.getvalue()
+    return relative_paths(buf.getvalue())
 
 
 def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -504,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    command = command_line()
     info = machine_info(device)
     log(f"machine: {info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']}, "
         f"{info['torch_threads']} threads, device {device}")
