@@ -339,10 +339,11 @@ def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
             "function_preserving": False}
 
 
-def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int]) -> int:
+def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int], value: float = 1.0) -> int:
     """Overwrite the skeleton weights (the fixed entries of the ``"skeleton"`` strategy, one
-    outgoing weight per hidden unit) with +1, as the G-SGD paper initialises them. This is
-    *not* a rescaling: the function changes. Returns the number of entries set."""
+    outgoing weight per hidden unit) with ``value`` (+1: as the G-SGD paper and the thesis
+    initialise them). This is *not* a rescaling: the function changes. Returns the number of
+    entries set."""
     import copy
 
     from ..optim import WeightFixing
@@ -352,7 +353,7 @@ def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int]) -> int:
     count = 0
     with torch.no_grad():
         for name, (index, _) in probe.fixed_entries().items():
-            params[name].view(-1)[index] = 1.0
+            params[name].view(-1)[index] = value
             count += int(index.numel())
     return count
 
@@ -370,8 +371,9 @@ class _Hooks:
         self.info: dict[str, Any] = {}
         self.after_step: Callable[[], None] = lambda: None
         graph = rescaling_graph(model, input_shape)
-        if method.get("skeleton_ones"):
-            self.info["skeleton_ones"] = set_skeleton_ones(model, input_shape)
+        if method.get("skeleton_ones") or method.get("skeleton_value") is not None:
+            value = float(method.get("skeleton_value", 1.0))
+            self.info["skeleton_set"] = set_skeleton_ones(model, input_shape, value)
         if self.name == "gspace":
             try:
                 from ..optim import GSpace

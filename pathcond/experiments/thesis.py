@@ -8,7 +8,8 @@
   method, the learning rate with the best validation loss at any epoch (figs 4.1-4.6, 4.10).
   PathCond at initialisation is added for reference.
 * ``thesis_fixed_value``: fig 4.7, the median validation loss over a grid of learning rate
-  x fixed-weight value ``b`` (fixed entries moved to +-b by a rescaling).
+  x fixed-weight value ``b`` (fixed entries overwritten with ``b`` as in the thesis, or,
+  with ``mode: rescale``, moved to +-b by a function-preserving rescaling).
 * ``thesis_surfaces``: figs 1.5, 1.6, 4.8-4.9, the loss surfaces of the two-weight examples
   with ``L(y) = sin(y)``, and the gradient scaling of eq. (1.20) checked with autograd.
 * ``gsgd_mnist``: G-SGD against SGD on MNIST 784-64x4-10 without bias, lr 0.1, batch 64;
@@ -249,6 +250,13 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
     widths = _widths(p, int(np.prod(data.input_shape)))
     lrs, values = [float(x) for x in p["lrs"]], [float(b) for b in p["values"]]
     seeds = [int(s) for s in p["seeds"]]
+    mode = str(p.get("mode", "overwrite"))
+
+    def method_for(b: float) -> dict[str, Any]:
+        if mode == "overwrite":  # the thesis: fixed weights set to b (function changes)
+            return {"name": "weightfix", "set_to_one": False, "skeleton_value": b}
+        return {"name": "weightfix", "value": b}  # moved to +-b by a rescaling
+
     grid: list[list[float | None]] = []
     diverged = 0
     for b in values:
@@ -260,7 +268,7 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
                     return MLP(widths, bias=False)
                 rec = minimal_unit(ctx, run_key(f"b={b}", f"lr={lr}", f"seed={seed}"),
                                    {"data": p["data"], "widths": widths}, build_model=build,
-                                   data=data, method={"name": "weightfix", "value": b},
+                                   data=data, method=method_for(b),
                                    optimizer={"name": "sgd", "lr": lr},
                                    epochs=int(p["epochs"]),
                                    batch_size=int(p.get("batch_size", 64)), seed=seed,
