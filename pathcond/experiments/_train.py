@@ -372,8 +372,8 @@ class _Hooks:
         self.after_step: Callable[[], None] = lambda: None
         graph = rescaling_graph(model, input_shape)
         if method.get("skeleton_ones") or method.get("skeleton_value") is not None:
-            value = float(method.get("skeleton_value", 1.0))
-            self.info["skeleton_set"] = set_skeleton_ones(model, input_shape, value)
+            self.info["skeleton_set"] = set_skeleton_ones(
+                model, input_shape, float(method.get("skeleton_value", 1.0)))
         if self.name == "gspace":
             try:
                 from ..optim import GSpace
@@ -412,15 +412,16 @@ class _Hooks:
                 from ..optim import WeightFixing
             except ImportError as exc:
                 raise MethodUnavailable(f"method 'weightfix' is not available: {exc}") from None
-            value = method.get("value")
-            if value is not None and float(value) != 1.0:
+            fixed_value = method.get("value")
+            if fixed_value is not None and float(fixed_value) != 1.0:
                 # Set-to-one log-scales read from a copy, then every fixed entry moved to
                 # +-value by one more rescaling; the entries are then fixed where they are.
                 import copy
 
                 probe = WeightFixing(copy.deepcopy(model), input_shape, set_to_one=True)
                 u = probe.report.log_scales.to(torch.float64)
-                apply_rescaling(model, graph, u + fixed_value_log_scales(graph, float(value)))
+                apply_rescaling(model, graph,
+                                u + fixed_value_log_scales(graph, float(fixed_value)))
                 fix = WeightFixing(model, graph=graph, set_to_one=False)
             else:
                 fix = WeightFixing(model, graph=graph,
