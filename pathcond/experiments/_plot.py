@@ -17,7 +17,9 @@ COLORS = {
     "weightfix": "tab:orange", "weightfix_not1": "tab:brown", "adam": "tab:gray",
     "weightfix_adam": "tab:pink", "gadam": "black", "pathsgd": "tab:cyan",
     "gsgd_ones": "magenta", "sgd_ones": "navy", "weightfix_ones": "darkorange",
-    "weightfix_adam_ones": "hotpink", "gadam_ones": "dimgray", "pathcond_adam": "salmon",
+    "weightfix_adam_ones": "hotpink",
+    "gsgd_ones_all": "darkviolet", "sgd_ones_all": "teal", "gadam_ones": "dimgray",
+    "pathcond_adam": "salmon",
 }
 
 

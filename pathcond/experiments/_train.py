@@ -358,6 +358,22 @@ def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int], value: float
     return count
 
 
+def set_root_ones(model: nn.Module) -> int:
+    """Overwrite the G-space root weights of an equal-width MLP (the first layer's diagonal
+    ``W_1[j, j]``, the free skeleton weights of the thesis' Algorithm 1) with +1: with
+    :func:`set_skeleton_ones`, every skeleton weight is 1 (a guess at the G-SGD paper's
+    initialisation; the function changes). Only for :class:`pathcond.models.MLP`."""
+    from ..models import MLP
+
+    if not isinstance(model, MLP):
+        raise ConfigError("root_ones is implemented for pathcond.models.MLP only")
+    first = next(m for m in model.layers if isinstance(m, nn.Linear))
+    n = min(first.weight.shape)
+    with torch.no_grad():
+        first.weight[torch.arange(n), torch.arange(n)] = 1.0
+    return int(n)
+
+
 class _Hooks:
     """The method of a minimal-loop run: its set-up and per-step hooks."""
 
@@ -374,6 +390,8 @@ class _Hooks:
         if method.get("skeleton_ones") or method.get("skeleton_value") is not None:
             self.info["skeleton_set"] = set_skeleton_ones(
                 model, input_shape, float(method.get("skeleton_value", 1.0)))
+        if method.get("root_ones"):
+            self.info["roots_set"] = set_root_ones(model)
         if self.name == "gspace":
             try:
                 from ..optim import GSpace

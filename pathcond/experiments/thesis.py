@@ -54,6 +54,11 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
     "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton_ones": True}),
     "gadam_ones": ("adam", None, {"name": "gspace", "skeleton_ones": True}),
     "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton_ones": True}),
+    # every skeleton weight 1, the first layer's diagonal (G-space roots) included
+    "gsgd_ones_all": ("sgd", None, {"name": "gspace", "skeleton_ones": True,
+                                    "root_ones": True}),
+    "sgd_ones_all": ("sgd", None, {"name": "baseline", "skeleton_ones": True,
+                                   "root_ones": True}),
     # fixed weights kept as drawn ("not 1")
     "weightfix_not1": ("sgd", {"name": "weightfix", "set_to_one": False}, None),
     # the library's function-preserving set-to-one (thesis 4.2.2 reparametrisation)
@@ -68,6 +73,8 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
 LABELS = {"sgd": "SGD", "adam": "Adam", "weightfix_ones": "Fixed SGD",
           "weightfix_adam_ones": "Fixed Adam", "gsgd_ones": "G-SGD", "gadam_ones": "G-Adam",
           "sgd_ones": "SGD, skeleton := 1", "weightfix_not1": "Fixed SGD (not 1)",
+          "gsgd_ones_all": "G-SGD, skeleton and roots := 1",
+          "sgd_ones_all": "SGD, skeleton and roots := 1",
           "gsgd": "G-SGD (rescaled to 1)", "weightfix": "Fixed SGD (rescaled to 1)",
           "weightfix_adam": "Fixed Adam (rescaled to 1)", "gadam": "G-Adam (rescaled to 1)",
           "pathcond": "PathCond + SGD", "pathcond_adam": "PathCond + Adam"}
