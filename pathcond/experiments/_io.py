@@ -57,7 +57,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def compact(value: Any, digits: int = 6) -> Any:
+def compact(value: Any, digits: int = 10) -> Any:
     """:func:`jsonable` with floats rounded to ``digits`` significant digits."""
     value = jsonable(value)
     if isinstance(value, dict):

@@ -74,7 +74,7 @@ def run_table1(ctx: Any) -> dict[str, Any]:
             return {"model": r.model, "parameters": r.parameters,
                     "hidden_units": r.hidden_units, "rescaling_groups": r.rescaling_groups,
                     "log10_paths": r.log10_paths}
-        rec = ctx.store.run(f"model={name}", {"model": name}, compute)
+        rec = ctx.store.run(f"model={name}", {"model": name, "digits": 10}, compute)
         published = PUBLISHED.get(name)
         rows.append({**rec, "published_parameters": published[0] if published else None,
                      "published_hidden_units": published[1] if published else None,
