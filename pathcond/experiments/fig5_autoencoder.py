@@ -115,7 +115,7 @@ def _final_vs_k(ax: Any, summary: dict[str, Any], lr: float, methods: list[Any])
         es = [r[mname]["std"] or 0.0 for r in rows if r[mname]["mean"] is not None]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=mname,
                     color=COLORS.get(mname))
-    ax.set(xlabel="compression factor k", ylabel="final training loss (MSE)", yscale="log",
+    ax.set(xlabel="compression factor k", ylabel="final training loss (MSE)",
            title=f"lr = {lr}", xticks=[r["k"] for r in rows])
     _legend(ax, 8)
 
