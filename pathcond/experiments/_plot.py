@@ -14,7 +14,7 @@ __all__ = ["COLORS", "mean_std", "pyplot", "save", "spearman"]
 COLORS = {
     "baseline": "tab:blue", "sgd": "tab:blue", "pathcond": "tab:red", "enorm": "tab:green",
     "enorm_bn": "tab:olive", "enorm_epoch": "tab:cyan", "gsgd": "tab:purple",
-    "weightfix": "tab:orange", "weightfix_not1": "tab:brown", "adam": "tab:gray",
+    "weightfix": "gold", "weightfix_not1": "tab:brown", "adam": "tab:gray",
     "weightfix_adam": "tab:pink", "gadam": "black", "pathsgd": "tab:cyan",
     "gsgd_ones": "magenta", "sgd_ones": "navy", "weightfix_ones": "darkorange",
     "weightfix_adam_ones": "hotpink",
