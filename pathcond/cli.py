@@ -1,7 +1,7 @@
 """The ``pathcond`` command line.
 
 Commands: ``train``, ``compare``, ``plot``, ``rescale``, ``diagnose``, ``stats``, ``models``,
-``datasets``, ``demo`` (``pathcond COMMAND --help`` for each). Every error a user can cause
+``datasets``, ``demo``, ``run`` and ``experiments`` (the reproductions) (``pathcond COMMAND --help`` for each). Every error a user can cause
 ends in one line on stderr and exit status 2, before any output file is written.
 """
 
@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from .errors import ConfigError, PathcondError
+from .experiments.cli import register as register_experiments
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Path-lifting quantities and the PathCond rescaling of ReLU networks: "
@@ -587,6 +588,9 @@ def demo(
     if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").exists():
         fail(f"{out} is not empty and holds no comparison; choose another --out")
     _run_compare(cfg, resume=False, overwrite=True)
+
+
+register_experiments(app)
 
 
 def main() -> None:

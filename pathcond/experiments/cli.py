@@ -1,11 +1,7 @@
 """``pathcond run EXPERIMENT --scale smoke|cpu|full --out DIR`` and ``pathcond experiments``.
 
-Wire into the main app (``pathcond/cli.py``) with::
-
-    from .experiments.cli import register as register_experiments
-    register_experiments(app)
-
-or run standalone: ``python -m pathcond.experiments.cli run fig4 --scale cpu``.
+Registered on the main app by ``pathcond/cli.py``; also runs standalone:
+``python -m pathcond.experiments.cli run fig4 --scale cpu``.
 """
 
 from __future__ import annotations

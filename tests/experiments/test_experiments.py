@@ -157,13 +157,10 @@ def test_unit_store_spec_change_recomputes(tmp_path: Path) -> None:
 
 
 def test_cli_run_command(tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from pathcond.experiments.cli import register
+    from pathcond.cli import app
 
-    app = typer.Typer()
-    register(app)
     runner = CliRunner()
     res = runner.invoke(app, ["run", "thesis_surfaces", "--scale", "smoke", "--out",
                               str(tmp_path / "s"), "--quiet"])
