@@ -1,8 +1,9 @@
 """The ``pathcond`` command line.
 
 Commands: ``train``, ``compare``, ``plot``, ``rescale``, ``diagnose``, ``stats``, ``models``,
-``datasets``, ``demo``, ``run`` and ``experiments`` (the reproductions) (``pathcond COMMAND --help`` for each). Every error a user can cause
-ends in one line on stderr and exit status 2, before any output file is written.
+``datasets``, ``demo``, ``run`` and ``experiments`` (the reproductions); ``pathcond COMMAND
+--help`` for each. Every error a user can cause ends in one line on stderr and exit status 2,
+before any output file is written.
 """
 
 from __future__ import annotations

@@ -46,14 +46,42 @@ class GroupSums:
 
 
 @dataclass(frozen=True)
+class CoarseLayer:
+    """The aggregates (see :attr:`RescalingProblem.aggregates`) of one layer's units.
+
+    ``cols`` is, for a dense layer, the distinct aggregates of its input units and ``onehot``
+    the ``(in, k)`` indicator of those (None when ``k = 1``); for a grouped layer, the
+    aggregate of every entry, like :attr:`LayerBlock.cols`."""
+
+    rows: torch.Tensor  # (out,)
+    cols: torch.Tensor
+    onehot: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-layer sums of ``q`` at one point ``u``: what ``F``, its gradient and its
+    curvature are made of."""
+
+    u: torch.Tensor
+    row_weights: torch.Tensor  # exp(-2 u), extended by the unscaled group
+    col_weights: torch.Tensor  # exp(2 u), extended
+    layer_sums: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], ...]
+    total: torch.Tensor  # S(u)
+    value: float  # F(u)
+
+
+@dataclass(frozen=True)
 class Curvature:
-    """``F``, its gradient, Hessian-vector products and the Hessian's diagonal (without its
-    rank-one part) at one point, for Newton steps."""
+    """``F``, its gradient, Hessian-vector products, the Hessian's diagonal (without its
+    rank-one part) and the Hessian projected on the aggregates (``R H R^T``) at one point,
+    for Newton steps."""
 
     value: torch.Tensor
     gradient: torch.Tensor
     hessian_vector: Callable[[torch.Tensor], torch.Tensor]
     diagonal: torch.Tensor
+    coarse: torch.Tensor  # (K, K), K = RescalingProblem.num_aggregates
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,12 @@ class RescalingProblem:
     dead_reasons: tuple[str, ...]  # one per group ("" if alive)
     mean_log_magnitude: float  # over the parameters with m > 0
     num_positive: int
+    #: (H + 1,) aggregate of every group, the unscaled index H and dead groups mapped to
+    #: ``num_aggregates`` ("ground"). An aggregate is the set of live groups first produced by
+    #: the same layer: the coarse space of the Newton solver's two-level preconditioner.
+    aggregates: torch.Tensor
+    num_aggregates: int
+    coarse_layers: tuple[CoarseLayer, ...]
 
     @property
     def num_groups(self) -> int:
@@ -123,9 +157,10 @@ class RescalingProblem:
                     positive += int(positive_mask.sum())
         num_parameters = graph.num_lifting_parameters
         imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
-        problem = cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h],
-                      torch.zeros(h, dtype=torch.bool, device=device), ("",) * h,
-                      log_sum / max(positive, 1), positive)
+        dead = torch.zeros(h, dtype=torch.bool, device=device)
+        aggregates, count, coarse = _aggregates(graph, tuple(blocks), dead)
+        problem = cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h], dead,
+                      ("",) * h, log_sum / max(positive, 1), positive, aggregates, count, coarse)
         sums = problem.group_sums(torch.zeros(h, dtype=dtype, device=device))
         no_in = (sums.incoming <= 0).cpu()
         no_out = (sums.outgoing <= 0).cpu()
@@ -133,32 +168,46 @@ class RescalingProblem:
             "no path magnitude through its incoming parameters (dead unit)" if i else
             "no path magnitude through its outgoing weights (dead unit)" if o else ""
             for i, o in zip(no_in.tolist(), no_out.tolist(), strict=True))
-        return cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h],
-                   (no_in | no_out).to(device), reasons, problem.mean_log_magnitude, positive)
+        dead = (no_in | no_out).to(device)
+        if bool(dead.any()):
+            aggregates, count, coarse = _aggregates(graph, tuple(blocks), dead)
+        return cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h], dead, reasons,
+                   problem.mean_log_magnitude, positive, aggregates, count, coarse)
 
     # ------------------------------------------------------------- evaluation
     def _extended(self, u: torch.Tensor) -> torch.Tensor:
         return torch.cat([u, u.new_zeros(1)])
 
-    def group_sums(self, u: torch.Tensor) -> GroupSums:
-        """``S``, ``A`` and ``Bo`` at ``u``: two matrix-vector products per dense layer,
-        ``A = r * (M c)`` and ``Bo = c * (M^T r)`` with ``r = exp(-2 u_rows)``,
-        ``c = exp(2 u_cols)``."""
-        h = self.num_groups
+    def evaluate(self, u: torch.Tensor) -> Evaluation:
+        """The per-layer row sums, column sums and bias terms of ``q = r M c`` at ``u``
+        (``r = exp(-2 u_rows)``, ``c = exp(2 u_cols)``: two matrix-vector products per dense
+        layer), their total ``S`` and ``F(u)``."""
         ext = self._extended(u)
         row_w = torch.exp(-2.0 * ext)
         col_w = torch.exp(2.0 * ext)
+        total = u.new_zeros(())
+        layer_sums = []
+        for blk in self.layers:
+            r = row_w[blk.rows]
+            row_sums, col_sums = self._row_col_sums(blk, r, col_w)
+            qb = None if blk.bias is None else blk.bias * r
+            layer_sums.append((row_sums, col_sums, qb))
+            total = total + (row_sums.sum() if qb is None else row_sums.sum() + qb.sum())
+        value = float((self.num_parameters * torch.log(total)
+                       + 2.0 * (self.imbalance * u).sum()).detach())
+        return Evaluation(u, row_w, col_w, tuple(layer_sums), total, value)
+
+    def group_sums(self, u: torch.Tensor) -> GroupSums:
+        """``S``, ``A`` and ``Bo`` at ``u``: ``A = r * (M c)`` and ``Bo = c * (M^T r)``."""
+        h = self.num_groups
+        ev = self.evaluate(u)
         incoming = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
         outgoing = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
-        total = u.new_zeros(())
-        for blk in self.layers:
-            row_sums, col_sums = self._row_col_sums(blk, row_w[blk.rows], col_w)
-            if blk.bias is not None:
-                row_sums = row_sums + blk.bias * row_w[blk.rows]
-            incoming.index_add_(0, blk.rows, row_sums)
+        for blk, (row_sums, col_sums, qb) in zip(self.layers, ev.layer_sums, strict=True):
+            incoming.index_add_(0, blk.rows, row_sums if qb is None else row_sums + qb)
             outgoing.index_add_(0, blk.cols.reshape(-1), col_sums)
-            total = total + row_sums.sum()
-        return GroupSums(total, incoming[:h] - self.self_loops, outgoing[:h] - self.self_loops)
+        return GroupSums(ev.total, incoming[:h] - self.self_loops,
+                         outgoing[:h] - self.self_loops)
 
     @staticmethod
     def _row_col_sums(blk: LayerBlock, r: torch.Tensor, col_w: torch.Tensor
@@ -181,8 +230,7 @@ class RescalingProblem:
 
     def value(self, u: torch.Tensor) -> float:
         """``F(u)`` alone."""
-        total = self.group_sums(u).total
-        return float(self.num_parameters * torch.log(total) + 2.0 * (self.imbalance * u).sum())
+        return self.evaluate(u).value
 
     def normalised(self, value: torch.Tensor | float) -> float:
         """``F / G - log G - mean(log m)``: equals ``log(AM(q) / GM(q))`` when every ``m > 0``."""
@@ -203,29 +251,22 @@ class RescalingProblem:
         log_gm = self.mean_log_magnitude - 2.0 * float(shift_sum) / p
         return float(total) / p / math.exp(log_gm)
 
-    def curvature(self, u: torch.Tensor) -> Curvature:
+    def curvature(self, u: torch.Tensor, evaluation: Evaluation | None = None) -> Curvature:
         """Gradient of ``F`` at ``u`` and a closure for Hessian-vector products:
         ``grad = -2 G B^T q / S + 2 a``,
         ``H v = 4 G (B^T (q * B v) / S - (B^T q)(B^T q . v) / S^2)``.
 
         For a dense layer ``q = diag(r) M diag(c)`` and ``(B v)_kj = v_k - v_j``, so
         ``B^T (q * B v)`` needs only the matrix-vector products ``M (c v)`` and
-        ``M^T (r v)``: ``q`` is never formed."""
+        ``M^T (r v)``: ``q`` is never formed. ``evaluation`` (of the same ``u``, from
+        :meth:`evaluate`) saves recomputing the sums."""
         h = self.num_groups
-        ext = self._extended(u)
-        row_w = torch.exp(-2.0 * ext)
-        col_w = torch.exp(2.0 * ext)
+        ev = self.evaluate(u) if evaluation is None else evaluation
+        row_w, col_w, cached, total = ev.row_weights, ev.col_weights, ev.layer_sums, ev.total
         flow = torch.zeros(h + 1, dtype=u.dtype, device=u.device)  # B^T q
         diag = torch.zeros(h + 1, dtype=u.dtype, device=u.device)
-        total = u.new_zeros(())
-        cached: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-        for blk in self.layers:
-            r = row_w[blk.rows]
-            row_sums, col_sums = self._row_col_sums(blk, r, col_w)
-            qb = None if blk.bias is None else blk.bias * r
-            cached.append((row_sums, col_sums, qb))
+        for blk, (row_sums, col_sums, qb) in zip(self.layers, cached, strict=True):
             row_all = row_sums if qb is None else row_sums + qb
-            total = total + row_all.sum()
             cols = blk.cols.reshape(-1)
             flow.index_add_(0, blk.rows, row_all)
             flow.index_add_(0, cols, -col_sums)
@@ -234,7 +275,7 @@ class RescalingProblem:
         g = float(self.num_parameters)
         flow_h = flow[:h]
         grad = -2.0 * g * flow_h / total + 2.0 * self.imbalance
-        value = g * torch.log(total) + 2.0 * (self.imbalance * u).sum()
+        value = torch.as_tensor(ev.value, dtype=u.dtype, device=u.device)
 
         def hessian_vector(v: torch.Tensor) -> torch.Tensor:
             vext = torch.cat([v, v.new_zeros(1)])
@@ -261,4 +302,75 @@ class RescalingProblem:
             return 4.0 * g * (out[:h] / total - flow_h * (flow_h @ v) / total**2)
 
         precondition = 4.0 * g * (diag[:h] - 2.0 * self.self_loops) / total
-        return Curvature(value, grad, hessian_vector, precondition)
+        return Curvature(value, grad, hessian_vector, precondition,
+                         self._coarse_hessian(ev, flow_h))
+
+    def _coarse_hessian(self, ev: Evaluation, flow: torch.Tensor) -> torch.Tensor:
+        """``R H R^T`` with ``R`` the (K, H) aggregation matrix: ``R B^T diag(q) B R^T`` is
+        the Laplacian of the aggregates weighted by the ``q`` joining them (ground dropped),
+        and ``R f`` the aggregated flow ``f = B^T q``."""
+        k = self.num_aggregates
+        u = ev.u
+        pair_keys, pair_weights = [], []
+        for blk, coarse, (row_sums, _, qb) in zip(self.layers, self.coarse_layers,
+                                                  ev.layer_sums, strict=True):
+            if not blk.dense:
+                q = blk.magnitudes * ev.col_weights[blk.cols] * ev.row_weights[blk.rows, None]
+                pair_keys.append((coarse.rows.unsqueeze(1) * (k + 1) + coarse.cols).reshape(-1))
+                pair_weights.append(q.reshape(-1))
+            elif coarse.onehot is None:
+                pair_keys.append(coarse.rows * (k + 1) + coarse.cols)
+                pair_weights.append(row_sums)
+            else:
+                r = ev.row_weights[blk.rows]
+                c = ev.col_weights[blk.cols[0]]
+                by_col = r.unsqueeze(1) * (blk.magnitudes @ (c.unsqueeze(1) * coarse.onehot))
+                pair_keys.append((coarse.rows.unsqueeze(1) * (k + 1) + coarse.cols).reshape(-1))
+                pair_weights.append(by_col.reshape(-1))
+            if qb is not None:
+                pair_keys.append(coarse.rows * (k + 1) + k)
+                pair_weights.append(qb)
+        weights = torch.zeros((k + 1) * (k + 1), dtype=u.dtype, device=u.device)
+        weights.index_add_(0, torch.cat(pair_keys), torch.cat(pair_weights))
+        w = weights.reshape(k + 1, k + 1)
+        w = w + w.t()
+        w.fill_diagonal_(0.0)
+        laplacian = torch.diag(w.sum(dim=1)) - w
+        coarse_flow = torch.zeros(k + 1, dtype=u.dtype, device=u.device)
+        coarse_flow.index_add_(0, self.aggregates[:-1], flow)
+        lap, cf = laplacian[:k, :k], coarse_flow[:k]
+        g = float(self.num_parameters)
+        return 4.0 * g * (lap / ev.total - torch.outer(cf, cf) / ev.total**2)
+
+
+def _aggregates(graph: RescalingGraph, blocks: tuple[LayerBlock, ...], dead: torch.Tensor
+                ) -> tuple[torch.Tensor, int, tuple[CoarseLayer, ...]]:
+    """The aggregate of every live group: the index of the first layer producing one of its
+    units, renumbered ``0..K-1``; dead groups and the unscaled index ``H`` map to ``K``."""
+    h = graph.num_groups
+    device = dead.device
+    first = torch.tensor([min(li for li, _ in members) for members in graph.group_members],
+                         dtype=torch.int64)
+    alive = ~dead.cpu()
+    labels, index = torch.unique(first[alive], return_inverse=True)
+    k = int(labels.numel())
+    agg = torch.full((h + 1,), k, dtype=torch.int64)
+    agg[:h][alive] = index
+    agg = agg.to(device)
+    coarse = []
+    for blk in blocks:
+        rows = agg[blk.rows]
+        if not blk.dense:
+            coarse.append(CoarseLayer(rows, agg[blk.cols], None))
+            continue
+        col_agg = agg[blk.cols[0]]
+        distinct, position = torch.unique(col_agg, return_inverse=True)
+        onehot = None
+        if distinct.numel() > 1:
+            onehot = torch.zeros((col_agg.numel(), distinct.numel()),
+                                 dtype=blk.magnitudes.dtype, device=device)
+            onehot[torch.arange(col_agg.numel(), device=device), position] = 1.0
+            coarse.append(CoarseLayer(rows, distinct, onehot))
+        else:
+            coarse.append(CoarseLayer(rows, distinct.expand(rows.shape), None))
+    return agg, k, tuple(coarse)

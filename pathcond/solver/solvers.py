@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .coloring import group_blocks
-from .problem import RescalingProblem
+from .problem import Evaluation, RescalingProblem
 
 
 @dataclass(frozen=True)
@@ -131,11 +131,13 @@ def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float
 
 
 def _conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor,
-                        precondition: torch.Tensor, rtol: float, max_iter: int) -> torch.Tensor:
-    """Preconditioned conjugate gradient for ``apply(x) = rhs`` (symmetric PSD ``apply``)."""
+                        precondition: Callable[[torch.Tensor], torch.Tensor], rtol: float,
+                        max_iter: int) -> torch.Tensor:
+    """Preconditioned conjugate gradient for ``apply(x) = rhs`` (symmetric PSD ``apply``,
+    symmetric positive definite ``precondition``, applied as ``z = P^-1 r``)."""
     x = torch.zeros_like(rhs)
     r = rhs.clone()
-    z = r / precondition
+    z = precondition(r)
     p = z.clone()
     rz = float(r @ z)
     target = rtol * float(rhs.norm())
@@ -149,24 +151,49 @@ def _conjugate_gradient(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torc
         alpha = rz / curvature
         x += alpha * p
         r -= alpha * ap
-        z = r / precondition
+        z = precondition(r)
         rz_new = float(r @ z)
         p = z + (rz_new / rz) * p
         rz = rz_new
     return x
 
 
+def _two_level(diagonal: torch.Tensor, coarse: torch.Tensor, aggregates: torch.Tensor,
+               alive: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Additive two-level preconditioner ``P^-1 = D^-1 + R^T (R H R^T)^-1 R``: Jacobi for
+    the fine groups plus an exact solve on the aggregates (one per producing layer), which
+    removes the slow layer-wide modes of deep networks. Jacobi alone where the coarse matrix
+    is not numerically positive definite."""
+    k = coarse.shape[0]
+    if k == 0:
+        return lambda r: r / diagonal
+    jitter = 1e-12 * float(coarse.diagonal().abs().max())
+    factor, info = torch.linalg.cholesky_ex(
+        coarse + jitter * torch.eye(k, dtype=coarse.dtype, device=coarse.device))
+    if int(info) != 0 or not bool(torch.isfinite(factor).all()):
+        return lambda r: r / diagonal
+    index = aggregates[:-1]
+
+    def apply(r: torch.Tensor) -> torch.Tensor:
+        restricted = torch.zeros(k + 1, dtype=r.dtype, device=r.device)
+        restricted.index_add_(0, index, r)
+        solved = torch.cholesky_solve(restricted[:k].unsqueeze(1), factor).squeeze(1)
+        return r / diagonal + torch.cat([solved, solved.new_zeros(1)])[index] * alive
+
+    return apply
+
+
 def _armijo(problem: RescalingProblem, u: torch.Tensor, direction: torch.Tensor, slope: float,
-            value: float) -> tuple[float, torch.Tensor, float] | None:
+            value: float) -> tuple[float, torch.Tensor, Evaluation] | None:
     """Backtracking along a descent ``direction``: the first step (1, 1/2, ...) with a
-    sufficient decrease of ``F``; None if the direction is not finite, not a descent
-    direction, or gives no decrease down to a step of 1e-12."""
+    sufficient decrease of ``F``, and the evaluation there; None if the direction is not
+    finite, not a descent direction, or gives no decrease down to a step of 1e-12."""
     if not (math.isfinite(slope) and slope < 0 and bool(torch.isfinite(direction).all())):
         return None
     step = 1.0
     while step >= 1e-12:
-        trial = problem.value(u + step * direction)
-        if math.isfinite(trial) and trial <= value + 1e-4 * step * slope:
+        trial = problem.evaluate(u + step * direction)
+        if math.isfinite(trial.value) and trial.value <= value + 1e-4 * step * slope:
             return step, direction, trial
         step *= 0.5
     return None
@@ -175,17 +202,19 @@ def _armijo(problem: RescalingProblem, u: torch.Tensor, direction: torch.Tensor,
 def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: float | None,
                  max_sweeps: int, callback: Callable[[int, float], None] | None = None
                  ) -> SolveResult:
-    """Inexact Newton on the convex criterion: preconditioned conjugate gradient on exact
-    Hessian-vector products (two passes over the magnitudes each), Armijo backtracking."""
+    """Inexact Newton on the convex criterion: conjugate gradient on exact Hessian-vector
+    products (two passes over the magnitudes each), preconditioned by Jacobi plus an exact
+    solve on the per-layer aggregates, Armijo backtracking."""
     start = time.perf_counter()
     g = float(problem.num_parameters)
     alive = (~problem.dead).to(problem.dtype)
     u = torch.zeros(problem.num_groups, dtype=problem.dtype, device=problem.device)
-    history = [problem.value(u) / g]
+    evaluation = problem.evaluate(u)
+    history = [evaluation.value / g]
     converged, max_step, sweeps = False, 0.0, 0
     first_norm = None
     for sweeps in range(1, max_sweeps + 1):
-        c = problem.curvature(u)
+        c = problem.curvature(u, evaluation)
         grad = c.gradient * alive
         norm = float(grad.norm())
         first_norm = first_norm or norm
@@ -204,7 +233,8 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
             return hessian(v * alive) * alive
 
         value = float(c.value)
-        newton_direction = _conjugate_gradient(masked, -grad, diag, forcing, 500)
+        precondition = _two_level(diag, c.coarse, problem.aggregates, alive)
+        newton_direction = _conjugate_gradient(masked, -grad, precondition, forcing, 500)
         found = None
         for direction in (newton_direction, -grad / diag):  # Newton, else scaled gradient
             found = _armijo(problem, u, direction, float(grad @ direction), value)
@@ -215,10 +245,10 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
             # after progress this is the floating-point minimum; at the start, only if flat
             converged = norm <= 1e-6 * first_norm or len(history) > 2
             break
-        step, direction, trial = found
-        u = u + step * direction
+        step, direction, evaluation = found
+        u = evaluation.u
         max_step = step * float(direction.abs().max())
-        if _end_sweep(history, trial / g, sweeps, max_step, tol, step_tol, callback):
+        if _end_sweep(history, evaluation.value / g, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
     return SolveResult(u, tuple(history), sweeps, converged, max_step,

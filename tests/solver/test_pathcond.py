@@ -298,3 +298,78 @@ def test_parameters_spanning_float64_stay_finite(tiny: float, solver: str) -> No
     assert torch.isfinite(report.log_scales).all()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     torch.testing.assert_close(model(x), before, rtol=1e-9, atol=1e-12)
+
+
+class ConcatGrouped(nn.Module):
+    """A grouped convolution (non-dense reduced layer) and a concatenation, so that one
+    dense layer reads units of two aggregates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1)
+        self.b = nn.Conv2d(2, 4, 1)
+        self.g = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+        self.mix = nn.Conv2d(10, 3, 1)
+        self.head = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.a(x))
+        y = torch.cat([torch.relu(self.g(a)), torch.relu(self.b(x))], dim=1)
+        return self.head(torch.flatten(torch.relu(self.mix(y)), 1))
+
+
+def _dead_mlp() -> nn.Module:
+    model = mlp([4, 6, 5, 3])
+    with torch.no_grad():
+        model[0].weight[2].zero_()
+        model[0].bias[2] = 0.0
+    return model
+
+
+@pytest.mark.parametrize("name", [*CASES, "concat_grouped", "dead_unit"])
+def test_coarse_hessian_is_the_galerkin_projection(name: str) -> None:
+    """Curvature.coarse equals R H R^T, R the 0/1 aggregation matrix of the live groups
+    (checked against Hessian-vector products on the aggregates' indicator vectors)."""
+    if name == "concat_grouped":
+        torch.manual_seed(1)
+        model, shape = ConcatGrouped().double(), (2, 4, 4)
+    elif name == "dead_unit":
+        torch.manual_seed(2)
+        model, shape = _dead_mlp().double(), (4,)
+    else:
+        model, shape = build(name)
+    problem = build_problem(model, pathcond.rescaling_graph(model, shape))
+    if name == "concat_grouped":
+        assert any(not blk.dense for blk in problem.layers)
+        assert any(c.onehot is not None for c in problem.coarse_layers)
+    if name == "dead_unit":
+        assert bool(problem.dead.any())
+    k, h = problem.num_aggregates, problem.num_groups
+    assert k >= 1
+    agg = problem.aggregates[:h]
+    assert bool((agg[problem.dead] == k).all()) and bool((agg[~problem.dead] < k).all())
+    u = 0.3 * torch.randn(h, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    curv = problem.curvature(u)
+    alive = (~problem.dead).to(torch.float64)
+    indicators = torch.stack([(agg == a).to(torch.float64) * alive for a in range(k)], dim=1)
+    hr = torch.stack([curv.hessian_vector(indicators[:, a]) for a in range(k)], dim=1)
+    torch.testing.assert_close(curv.coarse, indicators.t() @ hr, rtol=1e-10, atol=1e-12)
+    evaluation = problem.evaluate(u)  # reused sums give the same curvature
+    again = problem.curvature(u, evaluation)
+    torch.testing.assert_close(again.gradient, curv.gradient, rtol=0, atol=0)
+    torch.testing.assert_close(again.coarse, curv.coarse, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["concat_grouped", "dead_unit"])
+def test_newton_matches_block_on_mixed_aggregates(name: str) -> None:
+    if name == "concat_grouped":
+        torch.manual_seed(1)
+        model, shape = ConcatGrouped().double(), (2, 4, 4)
+    else:
+        torch.manual_seed(2)
+        model, shape = _dead_mlp().double(), (4,)
+    problem = build_problem(model, pathcond.rescaling_graph(model, shape))
+    newton = solve_newton(problem, tol=None, step_tol=1e-13, max_sweeps=200)
+    block = solve_block(problem, tol=None, step_tol=1e-13, max_sweeps=20000)
+    assert newton.converged and block.converged
+    assert float((newton.log_scales - block.log_scales).abs().max()) < 1e-8
