@@ -88,6 +88,15 @@ class _UnionFind:
         if ra != rb:
             self.parent[max(ra, rb)] = min(ra, rb)
 
+    def roots(self) -> torch.Tensor:
+        """The root of every unit id, as one tensor (pointer jumping until stable)."""
+        parent = torch.tensor(self.parent, dtype=torch.int64)
+        while True:
+            grand = parent[parent]
+            if torch.equal(grand, parent):
+                return parent
+            parent = grand
+
 
 @dataclass
 class _LayerDraft:
@@ -159,11 +168,16 @@ class _Builder:
         first = flat[:, :1]
         mixed = flat != first
         if bool(mixed.any()):
-            base = len(self.uf.parent)
-            keys = first.expand_as(flat)[mixed] * base + flat[mixed]
-            for key in torch.unique(keys).tolist():
-                self.uf.union(key // base, key % base)
+            self.tie(first.expand_as(flat)[mixed], flat[mixed])
         return first[:, 0].clone()
+
+    def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Union the units ``a[i]`` and ``b[i]`` for every ``i`` (each distinct pair once;
+        labels repeat along spatial runs, so consecutive duplicates go first, cheaply)."""
+        base = len(self.uf.parent)
+        keys = torch.unique_consecutive(a.reshape(-1) * base + b.reshape(-1))
+        for key in torch.unique(keys).tolist():
+            self.uf.union(key // base, key % base)
 
     # ---------------------------------------------------------------- dispatch
     def run(self) -> None:
@@ -184,8 +198,8 @@ class _Builder:
             elif node.op == "output":
                 for a in self.tensor_args(node):
                     self.output_ops.append(self.node_op[a])
-                    for u in torch.unique(self.labels[self.node_op[a]]).tolist():
-                        self.uf.union(FIXED, int(u))
+                    labels = self.labels[self.node_op[a]]
+                    self.tie(torch.full_like(labels, FIXED), labels)
             elif node.op == "call_module" and self.shape_of(node) is None:
                 self.visit_module(node)  # e.g. attention returning a tuple: refused by type
             elif self.shape_of(node) is None:
@@ -461,9 +475,7 @@ class _Builder:
         if la.shape != lb.shape:
             raise _Skip(f"{_describe(node)}: residual addition of shapes {tuple(la.shape)} and "
                         f"{tuple(lb.shape)}; broadcasting is not supported")
-        base = len(self.uf.parent)
-        for key in torch.unique(la.reshape(-1) * base + lb.reshape(-1)).tolist():
-            self.uf.union(key // base, key % base)
+        self.tie(la, lb)
         self.add_op(node, "add", args, la.clone())
 
     def visit_scale(self, node: fx.Node, *, divide: bool) -> None:
@@ -494,38 +506,39 @@ class _Builder:
         reduced = labels.amax(dim=sample_dims, keepdim=True)
         differ = labels != reduced
         if bool(differ.any()):  # averaged units share the output unit's edges: tie them
-            base = len(self.uf.parent)
-            keys = reduced.expand_as(labels)[differ] * base + labels[differ]
-            for key in torch.unique(keys).tolist():
-                self.uf.union(key // base, key % base)
+            self.tie(reduced.expand_as(labels)[differ], labels[differ])
         out = reduced if keepdim else reduced.reshape(self.shape_of(node)[1:])  # type: ignore[index]
         self.add_op(node, "mean", [src], out, dims=tuple(sample_dims), keepdim=keepdim)
 
     # -------------------------------------------------------------- finishing
     def finish(self) -> RescalingGraph:
-        group_of: dict[int, int] = {}
-        members: list[list[tuple[int, int]]] = []
-        fixed_root = self.uf.find(FIXED)
-        layers: list[Layer] = []
-        for li, d in enumerate(self.layers):
-            rows = []
-            for k, u in enumerate(d.row_units.tolist()):
-                root = self.uf.find(u)
-                if root == fixed_root:
-                    rows.append(-1)
-                    continue
-                if root not in group_of:
-                    group_of[root] = len(members)
-                    members.append([])
-                members[group_of[root]].append((li, k))
-                rows.append(group_of[root])
-            layers.append(self._layer(d, torch.tensor(rows, dtype=torch.int64)))
-        # columns refer to units of earlier layers, all resolved above
+        roots = self.uf.roots()
+        fixed_root = int(roots[FIXED])
+        row_roots = [roots[d.row_units] for d in self.layers]
+        every = torch.cat(row_roots) if row_roots else torch.zeros(0, dtype=torch.int64)
+        owner = torch.cat([torch.full((r.numel(),), li, dtype=torch.int64)
+                           for li, r in enumerate(row_roots)]) if row_roots else every
+        unit = torch.cat([torch.arange(r.numel()) for r in row_roots]) if row_roots else every
+        live = every != fixed_root
+        # groups numbered in order of first appearance over the layers' output units
+        distinct, inverse = torch.unique(every[live], return_inverse=True)
+        first = torch.full((distinct.numel(),), every.numel(), dtype=torch.int64)
+        first.scatter_reduce_(0, inverse, torch.nonzero(live).flatten(), reduce="amin")
+        rank = torch.empty_like(first)
+        rank[torch.argsort(first)] = torch.arange(first.numel())
+        group_of_root = torch.full((len(roots),), -1, dtype=torch.int64)
+        group_of_root[distinct] = rank
+        members: list[list[tuple[int, int]]] = [[] for _ in range(distinct.numel())]
+        groups = group_of_root[every]
+        for g, li, k in zip(groups[live].tolist(), owner[live].tolist(), unit[live].tolist(),
+                            strict=True):
+            members[g].append((li, k))
         final = []
-        for d, layer in zip(self.layers, layers, strict=True):
-            cols = d.col_units.clone().apply_(
-                lambda u: group_of.get(self.uf.find(u), -1))
-            final.append(Layer(**{**layer.__dict__, "col_groups": cols}))
+        for d, r in zip(self.layers, row_roots, strict=True):
+            layer = self._layer(d, group_of_root[r])
+            # columns refer to units of earlier layers, all resolved above
+            final.append(Layer(**{**layer.__dict__,
+                                  "col_groups": group_of_root[roots[d.col_units]]}))
         return RescalingGraph(
             ops=tuple(self.ops), layers=tuple(final), layer_of_op=dict(self.layer_of_op),
             output_ops=tuple(self.output_ops), input_shape=self.input_shape,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -18,6 +19,24 @@ class _LeafTracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return len(list(m.children())) == 0 or isinstance(m, NOT_HOMOGENEOUS_MODULES)
+
+
+_PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class _ShapeProp(ShapeProp):
+    """Shape propagation that does not compute plain convolutions: their output shape comes
+    from the same call on meta tensors, and zeros of that shape go on (values are not used,
+    only shapes; the convolutions were most of the time of tracing a ResNet at 224x224)."""
+
+    def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+        module = self.fetch_attr(target)
+        if (type(module) in _PLAIN_CONVS and len(args) == 1 and not kwargs
+                and isinstance(args[0], torch.Tensor)):
+            x = args[0]
+            shape = module._conv_forward(x.to("meta"), module.weight.to("meta"), None).shape
+            return torch.zeros(shape, dtype=x.dtype, device=x.device)
+        return super().call_module(target, args, kwargs)
 
 
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
@@ -48,7 +67,7 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     try:
         model.eval()
         with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+            _ShapeProp(gm).propagate(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     except Exception as exc:
         raise UnsupportedModelError(
             f"{type(model).__name__} does not run on one input of shape {tuple(input_shape)}: "

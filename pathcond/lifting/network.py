@@ -22,31 +22,42 @@ import torch.nn.functional as F
 from ..graph import Op, RescalingGraph
 
 
+#: Activations are rescaled by a power of two only when their largest entry leaves
+#: ``[2**-RANGE, 2**RANGE]``: the headroom given up is negligible next to float64's 2**1023,
+#: and most operations need no extra pass over their output.
+RANGE = 16
+
+
 class _Scaled:
-    """A tensor ``value * 2**exponent``; the integer ``exponent`` is a constant (no gradient).
-    Scaling by powers of two is exact, so path counts stay exact integers."""
+    """A tensor ``value * 2**exponent`` with an integer ``exponent`` (a constant, no
+    gradient). Scaling by powers of two is exact, so path counts stay exact integers."""
 
     __slots__ = ("value", "exponent")
 
-    def __init__(self, value: torch.Tensor, exponent: torch.Tensor):
+    def __init__(self, value: torch.Tensor, exponent: int):
         self.value = value
         self.exponent = exponent
 
     def normalised(self) -> _Scaled:
-        _, shift = torch.frexp(self.value.detach().abs().amax())
+        top = float(self.value.detach().abs().amax()) if self.value.numel() else 0.0
+        if top == 0.0 or not math.isfinite(top):
+            return self
+        _, shift = math.frexp(top)
+        if -RANGE <= shift <= RANGE:
+            return self
         return _Scaled(_times_power_of_two(self.value, -shift), self.exponent + shift)
 
 
-def _times_power_of_two(value: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
-    """``value * 2**exponent``, exact. (``torch.ldexp`` has a zero gradient for integer
-    exponents in torch 2.13, so it is not used on differentiable values.)"""
-    half = torch.div(exponent, 2, rounding_mode="floor").to(value.dtype)
-    rest = exponent.to(value.dtype) - half
-    return value * torch.exp2(half) * torch.exp2(rest)  # two factors: 2**|e| may overflow
+def _times_power_of_two(value: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``value * 2**exponent``, exact; two factors, since ``2**|e|`` alone may overflow."""
+    if exponent == 0:
+        return value
+    half = exponent // 2
+    return value * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
 
 
-def _aligned(parts: Sequence[_Scaled]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    top = torch.stack([p.exponent for p in parts]).amax()
+def _aligned(parts: Sequence[_Scaled]) -> tuple[list[torch.Tensor], int]:
+    top = max(p.exponent for p in parts)
     return [_times_power_of_two(p.value, p.exponent - top) for p in parts], top
 
 
@@ -118,12 +129,11 @@ def _layer(layer_kind: str, op: Op, conv_dims: int, conv_args: dict[str, Any], x
 def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
              biases: Sequence[torch.Tensor | None], power: float) -> list[_Scaled]:
     dtype, device = weights[0].dtype, weights[0].device
-    zero = torch.zeros((), dtype=torch.int32, device=device)
     values: list[_Scaled] = []
     for index, op in enumerate(graph.ops):
         ins = [values[i] for i in op.inputs]
         if op.kind == "input":
-            out = _Scaled(torch.ones((1, *op.shape), dtype=dtype, device=device), zero)
+            out = _Scaled(torch.ones((1, *op.shape), dtype=dtype, device=device), 0)
         elif op.kind == "layer":
             li = graph.layer_of_op[index]
             layer = graph.layers[li]
@@ -136,8 +146,8 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             else:
                 # y * 2**e + bias, written at the larger of the two scales so that neither
                 # term overflows: 2**E with E = max(e, exponent of the largest bias)
-                _, bias_exp = torch.frexp(bias.detach().abs().amax())
-                top = torch.maximum(src.exponent, bias_exp)
+                _, bias_exp = math.frexp(float(bias.detach().abs().amax()))
+                top = max(src.exponent, bias_exp)
                 shape = (1, -1, *([1] * (y.dim() - 2)))
                 y = (_times_power_of_two(y, src.exponent - top)
                      + _times_power_of_two(bias.reshape(shape), -top))
@@ -184,8 +194,7 @@ def log_total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
     are ``weights``/``biases`` (already raised to ``power``) and whose pooling and constant
     coefficients are raised to ``power``. Differentiable in ``weights`` and ``biases``."""
     outs = _outputs(graph, weights, biases, power)
-    terms = torch.stack([o.exponent.to(o.value.dtype) * math.log(2.0) + torch.log(o.value.sum())
-                         for o in outs])
+    terms = torch.stack([o.exponent * math.log(2.0) + torch.log(o.value.sum()) for o in outs])
     return torch.logsumexp(terms, dim=0)
 
 
@@ -196,7 +205,7 @@ def total(graph: RescalingGraph, weights: Sequence[torch.Tensor],
     value = 0.0
     try:
         for o in _outputs(graph, weights, biases, power):
-            value += math.ldexp(float(o.value.sum()), int(o.exponent))
+            value += math.ldexp(float(o.value.sum()), o.exponent)
     except OverflowError:
         return math.inf
     return value

@@ -129,32 +129,38 @@ class RescalingProblem:
         blocks = []
         log_sum, positive = 0.0, 0
         for layer, w, b in zip(graph.layers, mags.weights, mags.biases, strict=True):
-            for t in (w, b):
+            w3 = w.reshape(w.shape[0], w.shape[1], -1)
+            reduced = w3.sum(dim=2)  # m >= 0: non-finite exactly when some entry is
+            for t in (reduced, b):
                 if t is not None and not bool(torch.isfinite(t).all()):
                     raise NonFiniteParameterError(
                         f"the path magnitudes of layer '{layer.name}' are not finite in "
                         f"{t.dtype}: the parameters span more than its range")
             rows = torch.where(layer.row_groups < 0, h, layer.row_groups).to(device)
             cols = torch.where(layer.col_groups < 0, h, layer.col_groups).to(device)
-            reduced = w.reshape(w.shape[0], w.shape[1], -1).sum(dim=2)
             kernel = layer.kernel_numel
             n_in.index_add_(0, rows, torch.full_like(rows, kernel * w.shape[1]))
             full_cols = cols.expand(reduced.shape).reshape(-1)
             n_out.index_add_(0, full_cols, torch.full_like(full_cols, kernel))
-            same = (rows.unsqueeze(1) == cols) & (rows.unsqueeze(1) < h)
-            if bool(same.any()):
+            produced = torch.zeros(h + 1, dtype=torch.bool, device=device)
+            produced[rows] = True
+            produced[h] = False
+            if bool(produced[cols].any()):  # an input unit tied to an output unit: self-loops
+                same = (rows.unsqueeze(1) == cols) & (rows.unsqueeze(1) < h)
                 loop_rows = rows.unsqueeze(1).expand(reduced.shape)[same]
                 loops.index_add_(0, loop_rows, reduced[same])
             if b is not None:
                 n_in.index_add_(0, rows, torch.ones_like(rows))
-            positive_counts = (w > 0).reshape(reduced.shape[0], reduced.shape[1], -1).sum(2)
+            positive_mask = w3 > 0
+            positive_counts = positive_mask.sum(dim=2, dtype=dtype)
             blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1,
-                                     positive=positive_counts.to(dtype)))
-            for t in (w, b):
-                if t is not None:  # log-sum over m > 0 without gathering them
-                    positive_mask = t > 0
-                    log_sum += float(torch.where(positive_mask, t, 1.0).log().sum())
-                    positive += int(positive_mask.sum())
+                                     positive=positive_counts))
+            # log-sum over m > 0 without gathering them
+            log_sum += float(torch.where(positive_mask, w3, 1.0).log().sum())
+            positive += int(positive_counts.sum())
+            if b is not None:
+                log_sum += float(torch.where(b > 0, b, 1.0).log().sum())
+                positive += int((b > 0).sum())
         num_parameters = graph.num_lifting_parameters
         imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
         dead = torch.zeros(h, dtype=torch.bool, device=device)
