@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from ..graph import Op, RescalingGraph
 
-
 #: Activations are rescaled by a power of two only when their largest entry leaves
 #: ``[2**-RANGE, 2**RANGE]``: the headroom given up is negligible next to float64's 2**1023,
 #: and most operations need no extra pass over their output.
