@@ -28,6 +28,12 @@ def check_on(device: torch.device) -> None:
     for blk in problem.layers:
         assert blk.magnitudes.device.type == device.type
         assert blk.rows.device.type == device.type
+    assert problem.aggregates.device.type == device.type
+    for coarse in problem.coarse_layers:
+        assert coarse.rows.device.type == device.type == coarse.cols.device.type
+    curvature = problem.curvature(torch.zeros(graph.num_groups, dtype=torch.float64,
+                                              device=device))
+    assert curvature.coarse.device.type == device.type
     x = torch.randn(4, *shape, device=device)
     model.eval()
     with torch.no_grad():
