@@ -4,11 +4,11 @@ graph of any supported network: ENorm, Path-SGD, G-SGD / G-space, weight fixing.
 See docs/methods.md for the equations and where they differ from the public code.
 """
 
-from ._skeleton import STRATEGIES, Strategy
+from ._skeleton import INITS, STRATEGIES, Init, SkeletonInit, Strategy, init_skeleton
 from .enorm import ENorm, ENormReport
 from .gspace import GSGD, GSpace
 from .path_sgd import PathSGD
 from .weight_fixing import WeightFixing, WeightFixingReport
 
-__all__ = ["ENorm", "ENormReport", "GSGD", "GSpace", "PathSGD", "STRATEGIES", "Strategy",
-           "WeightFixing", "WeightFixingReport"]
+__all__ = ["ENorm", "ENormReport", "GSGD", "GSpace", "INITS", "Init", "PathSGD", "STRATEGIES",
+           "SkeletonInit", "Strategy", "WeightFixing", "WeightFixingReport", "init_skeleton"]

@@ -29,21 +29,34 @@ it whose value is ``U(c)``: either through a fixed entry ``k(a)`` with ``dst = c
 earlier (the diagonal of the G-SGD skeleton), or through a free *root* entry (first-layer
 skeleton weight ``w_j`` of the thesis; generally a weight from an input, a BatchNorm weight,
 a bias, or a weight from an earlier group). Roots must be non-zero.
+
+**Initialisations** (the ``init=`` option of :class:`~pathcond.optim.GSGD`,
+:class:`~pathcond.optim.GSpace` and :class:`~pathcond.optim.WeightFixing`, and
+:func:`init_skeleton`): ``"rescale"`` (the function-preserving set-to-one above), ``"keep"``
+(the weights as they are) or ``"ones"``: the skeleton weights are *overwritten* with 1, as the
+G-SGD paper and the thesis initialise them; this changes the function.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import UnsupportedModelError
+from ..graph import RescalingGraph, resolve_graph
 from ._structure import Slot, Structure, kernel_center_order
 
 Strategy = Literal["skeleton", "hungarian", "largest"]
 STRATEGIES = ("skeleton", "hungarian", "largest")
+Init = Literal["rescale", "keep", "ones"]
+INITS = ("rescale", "keep", "ones")
 _MAX = torch.iinfo(torch.int64).max
 
 
@@ -366,3 +379,97 @@ def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool =
                         for lv in range(int(group_level.max()) + 1 if h else 0))
     return Upstream(parent, root_slot, root_index, roots, root_src, anchor, tuple(order),
                     root_levels)
+
+
+# ---------------------------------------------------------------------- initialisations
+
+
+def resolve_init(init: str, set_to_one: bool | None, owner: str) -> Init:
+    """Check ``init`` and map the deprecated ``set_to_one`` onto it (``True`` = ``"rescale"``,
+    ``False`` = ``"keep"``)."""
+    if set_to_one is not None:
+        warnings.warn(f"{owner}(set_to_one=...) is deprecated: use init='rescale' (was "
+                      "set_to_one=True) or init='keep' (was set_to_one=False)",
+                      DeprecationWarning, stacklevel=3)
+        if init != "rescale":
+            raise ValueError(f"{owner}: give init only (set_to_one is its deprecated form)")
+        return "rescale" if set_to_one else "keep"
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}")
+    return init  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def write_entries(structure: Structure, slot: torch.Tensor, index: torch.Tensor,
+                  value: float) -> bool:
+    """Overwrite the entries ``(slot, flat index)`` of the model's parameters with
+    ``value``; ``True`` when any of them held another value."""
+    changed = False
+    for i, s in enumerate(structure.slots):
+        here = slot == i
+        if not bool(here.any()):
+            continue
+        idx = index[here].to(s.param.device)
+        new = torch.full(idx.shape, value, dtype=s.param.dtype, device=s.param.device)
+        changed |= not torch.equal(torch.take(s.param.detach(), idx), new)
+        s.param.put_(idx, new)
+    return changed
+
+
+@dataclass(frozen=True)
+class SkeletonInit:
+    """What :func:`init_skeleton` did: the value written, how many fixed entries (one per
+    rescaling group) and G-space roots it overwrote, and whether the model changed."""
+
+    value: float
+    num_fixed: int
+    num_roots: int
+    changed: bool
+
+    def __str__(self) -> str:
+        roots = f" and {self.num_roots} roots" if self.num_roots else ""
+        return (f"skeleton init: {self.num_fixed} fixed entries{roots} set to {self.value:g}"
+                f"{'' if self.changed else ' (already there)'}")
+
+
+def init_skeleton(model: nn.Module, input_shape: Sequence[int] | None = None, *,
+                  value: float = 1.0, roots: bool = True, strategy: Strategy = "skeleton",
+                  graph: RescalingGraph | None = None) -> SkeletonInit:
+    """Overwrite the skeleton weights of ``model`` with ``value`` (in place).
+
+    This is the initialisation of the G-SGD paper (Meng et al. 2019; ``value=1``,
+    ``roots=True``) and of the thesis' weight fixing (``roots=False``): the fixed entry of
+    every rescaling group (one outgoing weight per hidden unit, chosen by ``strategy``) and,
+    with ``roots``, the free root entries of G-space (on a layered MLP, the first layer's
+    diagonal) are set to ``value``. With ``value=1`` and ``roots``, every G-space upstream
+    and downstream factor is 1, so every basis-path value equals its free weight.
+
+    **This changes the function** the network computes (it is not a rescaling); the
+    function-preserving alternative is ``init="rescale"`` of the optimizers. It is what
+    ``GSGD(..., init="ones")`` (roots included) and ``WeightFixing(..., init="ones")`` (fixed
+    entries only) do at construction; use it directly to give another optimizer the same
+    starting point (e.g. plain SGD as a control). With a structural strategy
+    (``"skeleton"``) the optimizers choose the same entries afterwards.
+
+    Args:
+        model: any network :func:`pathcond.rescaling_graph` supports.
+        input_shape: one sample's shape (or give ``graph=``).
+        value: the value written (finite, non-zero).
+        roots: also overwrite the G-space roots (not only the fixed entries).
+        strategy: how the fixed entries are chosen (see the module docstring).
+        graph: a prebuilt rescaling graph of ``model``.
+    """
+    if not math.isfinite(value) or value == 0:
+        raise ValueError(f"value must be finite and non-zero, got {value}")
+    graph = resolve_graph(model, input_shape, graph)
+    structure = Structure(model, graph)
+    fixed = choose_fixed(structure, strategy)
+    slots, indices = [fixed.slot], [fixed.index]
+    n_roots = 0
+    if roots and graph.num_groups:
+        up = choose_upstream(structure, fixed, largest=strategy == "largest")
+        slots.append(up.root_slot)
+        indices.append(up.root_index)
+        n_roots = int(up.root_slot.numel())
+    changed = write_entries(structure, torch.cat(slots), torch.cat(indices), value)
+    return SkeletonInit(float(value), int(graph.num_groups), n_roots, changed)

@@ -40,10 +40,19 @@ step ``v -> v'``, ``U'(c) = U(c) v'_{anchor(c)} / v_{anchor(c)}`` and
 
 the fixed entries never move. Starting from ``theta`` or from any rescaling ``D theta``,
 the values ``v`` and their gradients are the same, so G-space optimizers compute the same
-functions at every step. With ``set_to_one=True`` the model is first rescaled so that
-every fixed entry is ``+-1`` (function-preserving; G-SGD sets them to 1, which changes the
-function, and a sign cannot be changed by a positive rescaling); this changes nothing in
-G-space but keeps (1)-(5) well scaled.
+functions at every step.
+
+**Initialisation** (``init=``, applied once, by the constructor). ``"rescale"`` (default)
+first rescales the model so that every fixed entry is ``+-1``: function-preserving, it
+changes nothing in G-space but keeps (1)-(5) well scaled. ``"keep"`` leaves the weights as
+they are (same trajectory of functions as ``"rescale"``). ``"ones"`` is the G-SGD paper's
+initialisation: every skeleton weight, the fixed entries *and the roots*, is overwritten with
+1, so ``U = D = 1`` and ``v_e = theta_e``; **this changes the function**. It matters: a free
+weight moves by ``-lr * dL/dtheta_e / (U(src) D(dst))^2`` in a G-space SGD step, and from a
+standard (Kaiming) initialisation ``U D = v_e / theta_e`` is a product of several weights of
+~``1/sqrt(fan_in)``: G-SGD's steps are orders of magnitude larger than SGD's at the same
+``lr`` (MNIST 784-64x4-10: ~1e10; lr 0.1 reaches 82% from ``"rescale"``, 97.7% from
+``"ones"``; docs/methods.md).
 
 :class:`GSGD` is plain or momentum SGD in ``v``, fused into two passes over the weights;
 :class:`GSpace` runs any ``torch.optim`` optimizer on the ``v`` tensors, created once, so its
@@ -63,7 +72,16 @@ from torch import nn
 from ..errors import PathcondError
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
-from ._skeleton import FixedChoice, Strategy, Upstream, choose_fixed, choose_upstream
+from ._skeleton import (
+    FixedChoice,
+    Init,
+    Strategy,
+    Upstream,
+    choose_fixed,
+    choose_upstream,
+    resolve_init,
+    write_entries,
+)
 from ._structure import Structure
 
 _MOMENTUM = "gspace_momentum_buffer"
@@ -294,16 +312,51 @@ def _prepare(e: _Engine) -> _Prepared:
     return _Prepared(u, v_root, gv_root, old_d)
 
 
+@dataclass(frozen=True)
+class _Built:
+    graph: RescalingGraph
+    structure: Structure
+    fixed: FixedChoice
+    engine: _Engine
+    changed: bool  # init="ones" overwrote a weight that was not 1
+
+
 def _build(model: nn.Module, input_shape: Sequence[int] | None, graph: RescalingGraph | None,
-           strategy: Strategy, set_to_one: bool, optimizer: torch.optim.Optimizer | None = None
-           ) -> tuple[RescalingGraph, Structure, FixedChoice, _Engine]:
+           strategy: Strategy, init: Init) -> _Built:
     graph = resolve_graph(model, input_shape, graph)
     structure = Structure(model, graph)
     fixed = choose_fixed(structure, strategy)
-    if set_to_one and graph.num_groups:
-        apply_rescaling(model, graph, fixed.log_scales, optimizer=optimizer)
+    if init == "rescale" and graph.num_groups:
+        apply_rescaling(model, graph, fixed.log_scales)
     up = choose_upstream(structure, fixed, largest=strategy == "largest")
-    return graph, structure, fixed, _Engine(structure, fixed, up)
+    changed = False
+    if init == "ones" and graph.num_groups:  # every skeleton weight := 1 (G-SGD paper)
+        changed = write_entries(structure, torch.cat([fixed.slot, up.root_slot]),
+                                torch.cat([fixed.index, up.root_index]), 1.0)
+    return _Built(graph, structure, fixed, _Engine(structure, fixed, up), changed)
+
+
+def _check_resume(owner: Any, saved: dict[str, Any] | None) -> None:
+    """Refuse a state dict of a trained optimizer when ``init="ones"`` has just overwritten
+    the model's skeleton weights and nothing loaded weights after it: the model's weights
+    were loaded *before* the optimizer was built, and the initialisation overwrote them."""
+    if not owner._init_changed or owner._steps or saved is None or not saved.get("steps"):
+        return
+    params: list[torch.Tensor | None] = [s.param for s in owner.structure.slots]
+    with torch.no_grad():
+        if not bool((owner.engine.gather(params) == 1).all()):
+            return
+    raise PathcondError(
+        f"{type(owner).__name__}(init='ones') overwrote the skeleton weights of the model "
+        "with 1 when it was built, and they are still 1 while the state being loaded comes "
+        "from a trained optimizer: the model's weights were loaded before the optimizer was "
+        "built and the initialisation has overwritten them. Build the optimizer on the "
+        "freshly built model and load the model's state dict after it (as pathcond.train "
+        "does), or pass init='keep' to an optimizer built on trained weights")
+
+
+def _export(owner: Any) -> dict[str, Any]:
+    return {**owner.engine.export(), "init": owner.init, "steps": owner._steps}
 
 
 def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
@@ -351,8 +404,28 @@ class GSpace(torch.optim.Optimizer):
         input_shape: one sample's shape (or give ``graph=``).
         optimizer: the inner optimizer class.
         strategy: how skeleton weights are chosen (:mod:`pathcond.optim._skeleton`).
-        set_to_one: first rescale the model so that every skeleton weight is ``+-1``
-            (function-preserving).
+        init: what the constructor does to the model first (once; never on
+            :meth:`load_state_dict`):
+
+            * ``"rescale"`` (default): rescale it so that every fixed skeleton weight is
+              ``+-1``. Function-preserving.
+            * ``"keep"``: nothing. Same trajectory of functions as ``"rescale"``.
+            * ``"ones"``: overwrite every skeleton weight (the fixed entries and the G-space
+              roots, on an MLP the first layer's diagonal) with 1: the G-SGD paper's
+              initialisation. **Changes the function the model computes.**
+
+            G-space dynamics depend on the initial basis-path values, not on the
+            rescaling: from a standard initialisation (``"rescale"`` / ``"keep"``) a free
+            weight's G-SGD step is ``lr * grad / (U D)^2``, ``U D`` the rest of its basis
+            path (a product of several ~``1/sqrt(fan_in)`` weights), so the same ``lr`` as
+            SGD is far too large (on the paper's MNIST setting G-SGD at lr 0.1 reaches 82%
+            from ``"rescale"``, 97.7% from ``"ones"``). Use ``"ones"`` to reproduce the
+            paper, or a much smaller ``lr``.
+            To resume, build the optimizer on the fresh model and then load the model's and
+            the optimizer's state dicts; an optimizer built on already-trained weights
+            needs ``init="keep"`` (with ``"ones"``, :meth:`load_state_dict` refuses a
+            trained state when it finds the skeleton still at 1).
+        set_to_one: deprecated: ``True`` is ``init="rescale"``, ``False`` ``init="keep"``.
         graph: a prebuilt rescaling graph of ``model``.
         **options: passed to ``optimizer`` (``lr=...``, ``betas=...``).
 
@@ -368,13 +441,17 @@ class GSpace(torch.optim.Optimizer):
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None,
                  optimizer: type[torch.optim.Optimizer] = torch.optim.SGD, *,
-                 strategy: Strategy = "skeleton", set_to_one: bool = True,
-                 graph: RescalingGraph | None = None, **options: Any):
+                 strategy: Strategy = "skeleton", init: Init = "rescale",
+                 set_to_one: bool | None = None, graph: RescalingGraph | None = None,
+                 **options: Any):
+        self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
         self.model = model
-        self.graph, self.structure, self.fixed_choice, self.engine = _build(
-            model, input_shape, graph, strategy, set_to_one)
+        built = _build(model, input_shape, graph, strategy, self.init)
+        self.graph, self.structure = built.graph, built.structure
+        self.fixed_choice, self.engine = built.fixed, built.engine
+        self._init_changed = built.changed
+        self._steps = 0
         self.strategy = strategy
-        self.set_to_one = set_to_one
         st = self.structure
         self._values: list[torch.Tensor | None] = []
         coordinates: list[torch.Tensor] = []
@@ -439,7 +516,13 @@ class GSpace(torch.optim.Optimizer):
             params[i] = p
         theta_root = new_root / (u_new[e.root_src_ext] * e.d_ext[e.up.root_group])
         e.scatter(torch.cat([e.snapshot, theta_root]), params)
+        self._steps += 1
         return loss
+
+    @property
+    def set_to_one(self) -> bool:
+        """Deprecated: ``init == "rescale"``."""
+        return self.init == "rescale"
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of the model's parameters."""
@@ -471,14 +554,18 @@ class GSpace(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         sd = self.inner.state_dict()
-        sd["gspace"] = self.engine.export()
+        sd["gspace"] = _export(self)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the inner optimizer's state and the skeleton; the initialisation is not
+        applied again (see ``init``)."""
         sd = dict(state_dict)
         saved = sd.pop("gspace", None)
+        _check_resume(self, saved)
         if saved is not None:
             self.engine = _restore_choice(self.engine, saved)
+            self._steps = int(saved.get("steps", 0))
         self.inner.load_state_dict(sd)
         self.param_groups = self.inner.param_groups
         self.state = self.inner.state
@@ -498,7 +585,13 @@ class GSGD(torch.optim.Optimizer):
     recomputes its constants.
 
     Args:
-        model, input_shape, strategy, set_to_one, graph: as :class:`GSpace`.
+        model, input_shape, strategy, graph: as :class:`GSpace`.
+        init: ``"rescale"`` (default, function-preserving), ``"keep"`` or ``"ones"`` (the
+            G-SGD paper's initialisation: every skeleton weight, first-layer roots included,
+            overwritten with 1; **changes the function**). See :class:`GSpace`: from a
+            standard initialisation, G-SGD needs a far smaller ``lr`` than SGD; the paper's
+            lr 0.1 on MNIST trains from ``"ones"``.
+        set_to_one: deprecated: ``True`` is ``init="rescale"``, ``False`` ``init="keep"``.
         lr: learning rate in G-space.
         momentum: heavy-ball momentum in G-space (``buf = momentum * buf + dL/dv``).
         params: parameter groups of ``model`` (default: all its parameters, one group);
@@ -511,19 +604,22 @@ class GSGD(torch.optim.Optimizer):
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None, *,
                  lr: float, momentum: float = 0.0, strategy: Strategy = "skeleton",
-                 set_to_one: bool = True, params: Iterable[Any] | None = None,
-                 graph: RescalingGraph | None = None):
+                 init: Init = "rescale", set_to_one: bool | None = None,
+                 params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
         super().__init__(model.parameters() if params is None else params,
                          {"lr": lr, "momentum": momentum})
         self.model = model
-        self.graph, self.structure, self.fixed_choice, self.engine = _build(
-            model, input_shape, graph, strategy, set_to_one)
+        built = _build(model, input_shape, graph, strategy, self.init)
+        self.graph, self.structure = built.graph, built.structure
+        self.fixed_choice, self.engine = built.fixed, built.engine
+        self._init_changed = built.changed
+        self._steps = 0
         self.strategy = strategy
-        self.set_to_one = set_to_one
         slot_ids = {id(s.param) for s in self.structure.slots}
         self._extra = [p for g in self.param_groups for p in g["params"] if id(p) not in slot_ids]
         self._root_options: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -636,18 +732,28 @@ class GSGD(torch.optim.Optimizer):
                     buf.mul_(g["momentum"]).add_(direction)
                 direction = buf
             p.add_(direction, alpha=-g["lr"])
+        self._steps += 1
         return loss
+
+    @property
+    def set_to_one(self) -> bool:
+        """Deprecated: ``init == "rescale"``."""
+        return self.init == "rescale"
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
-        sd["gspace"] = self.engine.export()
+        sd["gspace"] = _export(self)
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the momentum buffers and the skeleton; the initialisation is not applied
+        again (see ``init``)."""
         sd = dict(state_dict)
         saved = sd.pop("gspace", None)
+        _check_resume(self, saved)
         if saved is not None:
             self.engine = _restore_choice(self.engine, saved)
+            self._steps = int(saved.get("steps", 0))
         super().load_state_dict(sd)
         with torch.no_grad():
             self.engine.refresh()

@@ -15,9 +15,11 @@ backwards, so that every fixed entry has magnitude 1:
 rescaling, so the function is unchanged. A positive rescaling cannot change a sign: the
 fixed entries become ``+1`` or ``-1`` (the thesis' ``D = |diag(D W)|`` keeps signs the same
 way). A zero fixed entry (only if a group has no non-zero candidate) cannot be set to one
-and is reported. With ``set_to_one`` and a structural strategy the result is a canonical form
-of the rescaling orbit: starting from ``theta`` or from any ``D theta``, training computes the
-same functions.
+and is reported. With ``init="rescale"`` (the default) and a structural strategy the result
+is a canonical form of the rescaling orbit: starting from ``theta`` or from any ``D theta``,
+training computes the same functions. ``init="keep"`` fixes the entries at the values they
+have; ``init="ones"`` *overwrites* them with 1, the thesis' "Fixed SGD" (its code sets the
+fixed weights to 1): this changes the function.
 
 Strategies: ``"skeleton"`` (the thesis' diagonal choice, 3.0.3), ``"largest"`` and
 ``"hungarian"`` (the thesis' reparametrisation-aware assignment, 6.3.1); see
@@ -35,21 +37,27 @@ from torch import nn
 
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
-from ._skeleton import Strategy, choose_fixed
+from ._skeleton import Init, Strategy, choose_fixed, resolve_init
 from ._structure import Structure
 
 
 @dataclass(frozen=True)
 class WeightFixingReport:
-    """What :class:`WeightFixing` did: ``log_scales`` is the set-to-one rescaling applied
-    (zeros without ``set_to_one``), ``zero_groups`` the groups whose fixed entry is zero."""
+    """What :class:`WeightFixing` did: ``init`` the initialisation, ``log_scales`` the
+    set-to-one rescaling applied (zeros unless ``init="rescale"``), ``zero_groups`` the groups
+    whose fixed entry is zero."""
 
     strategy: str
-    set_to_one: bool
+    init: str
     num_fixed: int
     num_free: int
     log_scales: torch.Tensor
     zero_groups: tuple[str, ...]
+
+    @property
+    def set_to_one(self) -> bool:
+        """Deprecated: ``init == "rescale"``."""
+        return self.init == "rescale"
 
     @property
     def max_log_scale(self) -> float:
@@ -59,9 +67,11 @@ class WeightFixingReport:
     def __str__(self) -> str:
         lines = [f"weight fixing ({self.strategy}): {self.num_fixed} fixed entries, "
                  f"{self.num_free:,} free parameters"]
-        if self.set_to_one:
+        if self.init == "rescale":
             lines.append(f"  set to +-1 by a rescaling with max |log-scale| "
                          f"{self.max_log_scale:.4g}")
+        elif self.init == "ones":
+            lines.append("  overwritten with 1 (the function changed)")
         if self.zero_groups:
             lines.append(f"  {len(self.zero_groups)} group(s) with a zero fixed entry, e.g. "
                          f"{self.zero_groups[0]}")
@@ -78,30 +88,36 @@ class WeightFixing:
         model: the network (any model :func:`pathcond.rescaling_graph` supports).
         input_shape: one sample's shape (or give ``graph=``).
         strategy: ``"skeleton"``, ``"hungarian"`` or ``"largest"``.
-        set_to_one: first rescale the model so that every fixed entry is ``+-1``.
+        init: what is done to the fixed entries first (once, by the constructor):
+            ``"rescale"`` (default) rescales the model so that every fixed entry is ``+-1``
+            (function-preserving); ``"keep"`` fixes them as they are; ``"ones"`` overwrites
+            them with 1, the thesis' Fixed SGD: **this changes the function**.
+        set_to_one: deprecated: ``True`` is ``init="rescale"``, ``False`` ``init="keep"``.
         optimizer: attach to this optimizer (see :meth:`attach`); its state is transported
             by the set-to-one rescaling.
         graph: a prebuilt rescaling graph of ``model``.
 
-    The model is modified in place (set-to-one rescaling; gradient hooks). Use any optimizer
+    The model is modified in place (initialisation; gradient hooks). Use any optimizer
     on ``model.parameters()``; :meth:`attach` it so that fixed entries stay put whatever the
-    optimizer does, or call :meth:`restore` after each step.
+    optimizer does, or call :meth:`restore` after each step. :meth:`load_state_dict`
+    reinstalls the saved fixed entries and values (the initialisation is not repeated).
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None, *,
-                 strategy: Strategy = "skeleton", set_to_one: bool = True,
+                 strategy: Strategy = "skeleton", init: Init = "rescale",
+                 set_to_one: bool | None = None,
                  optimizer: torch.optim.Optimizer | None = None,
                  graph: RescalingGraph | None = None):
+        self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
         graph = resolve_graph(model, input_shape, graph)
         self.model = model
         self.graph = graph
         self.strategy = strategy
-        self.set_to_one = bool(set_to_one)
         self.structure = Structure(model, graph)
         choice = choose_fixed(self.structure, strategy)
         h = graph.num_groups
         log_scales = torch.zeros(h, dtype=torch.float64)
-        if self.set_to_one and h:
+        if self.init == "rescale" and h:
             log_scales = choice.log_scales.detach().cpu()
             apply_rescaling(model, graph, choice.log_scales, optimizer=optimizer)
         self._fixed: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -112,8 +128,11 @@ class WeightFixing:
                     continue
                 index = choice.index[here]
                 values = torch.take(s.param.detach(), index)
-                if self.set_to_one:
+                if self.init == "rescale":
                     values = torch.sign(values)  # exactly +-1 (0 stays 0)
+                    s.param.put_(index, values)
+                elif self.init == "ones":
+                    values = torch.ones_like(values)
                     s.param.put_(index, values)
                 self._fixed[s.name] = (index, values)
         self._params = dict(model.named_parameters())
@@ -121,10 +140,10 @@ class WeightFixing:
         self._opt_hooks: list[Any] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self._install_param_hooks()
-        zero = torch.nonzero(choice.zero).flatten().tolist()
+        zero = [] if self.init == "ones" else torch.nonzero(choice.zero).flatten().tolist()
         total = sum(s.param.numel() for s in self.structure.slots)
         self.report = WeightFixingReport(
-            strategy=strategy, set_to_one=self.set_to_one, num_fixed=h, num_free=total - h,
+            strategy=strategy, init=self.init, num_fixed=h, num_free=total - h,
             log_scales=log_scales, zero_groups=tuple(graph.group_name(g) for g in zero))
         if optimizer is not None:
             self.attach(optimizer)
@@ -195,9 +214,14 @@ class WeightFixing:
             out[name] = mask
         return out
 
+    @property
+    def set_to_one(self) -> bool:
+        """Deprecated: ``init == "rescale"``."""
+        return self.init == "rescale"
+
     def state_dict(self) -> dict[str, Any]:
         """The fixed entries (index and value per parameter) and options."""
-        return {"strategy": self.strategy, "set_to_one": self.set_to_one,
+        return {"strategy": self.strategy, "init": self.init, "set_to_one": self.set_to_one,
                 "fixed": {n: {"index": i.cpu(), "value": v.cpu()}
                           for n, (i, v) in self._fixed.items()}}
 
@@ -212,10 +236,12 @@ class WeightFixing:
                            entry["value"].to(device=p.device, dtype=p.dtype))
         self._fixed = fixed
         self.strategy = state.get("strategy", self.strategy)
-        self.set_to_one = bool(state.get("set_to_one", self.set_to_one))
+        legacy = state.get("set_to_one")
+        self.init = state.get("init") or (self.init if legacy is None
+                                          else "rescale" if legacy else "keep")
         self._install_param_hooks()
         self.restore()
 
     def __repr__(self) -> str:
-        return (f"WeightFixing(strategy={self.strategy!r}, set_to_one={self.set_to_one}, "
+        return (f"WeightFixing(strategy={self.strategy!r}, init={self.init!r}, "
                 f"{self.report.num_fixed} fixed entries)")

@@ -193,7 +193,7 @@ def test_inverse_chain_rule_random(arch):
 MAKERS = {
     "gsgd": lambda m, s: GSGD(m, s, lr=0.02),
     "gsgd-momentum": lambda m, s: GSGD(m, s, lr=0.02, momentum=0.9),
-    "gsgd-keep-values": lambda m, s: GSGD(m, s, lr=0.02, momentum=0.5, set_to_one=False),
+    "gsgd-keep-values": lambda m, s: GSGD(m, s, lr=0.02, momentum=0.5, init="keep"),
     "gspace-adam": lambda m, s: GSpace(m, s, torch.optim.Adam, lr=0.003),
 }
 
@@ -313,7 +313,7 @@ def test_zero_skeleton_weight_is_refused():
     with torch.no_grad():
         model.layers[2].weight[:, 1] = 0.0  # unit 1 of layer 0 has no non-zero outgoing
     with pytest.raises(PathcondError, match="zero"):
-        GSGD(model, (3,), lr=0.1, set_to_one=False)
+        GSGD(model, (3,), lr=0.1, init="keep")
 
 
 def test_float32_model_trains():

@@ -90,7 +90,7 @@ def test_signs_kept_and_values_fixed_with_any_optimizer():
     shape = (3, 8, 8)
     model = tiny_resnet(widths=(4, 8), blocks=(1, 1)).double()
     signs = {}
-    wf0 = WeightFixing(copy.deepcopy(model), shape, set_to_one=False)
+    wf0 = WeightFixing(copy.deepcopy(model), shape, init="keep")
     for name, (idx, vals) in wf0.fixed_entries().items():
         signs[name] = (idx, torch.sign(vals))
     for make in (lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, weight_decay=0.1),
@@ -115,7 +115,7 @@ def test_without_set_to_one_values_kept():
     torch.manual_seed(1)
     model = MLP([4, 6, 5, 3]).double()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    wf = WeightFixing(model, (4,), set_to_one=False)
+    wf = WeightFixing(model, (4,), init="keep")
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), before[n])
     assert wf.report.max_log_scale == 0.0
@@ -130,7 +130,7 @@ def test_without_set_to_one_values_kept():
 def test_skeleton_is_the_wrapped_diagonal():
     """Thesis 3.0.3: the fixed entry of input column j of a layer is its row j mod out."""
     model = MLP([3, 4, 6, 2], bias=False).double()
-    wf = WeightFixing(model, (3,), set_to_one=False)
+    wf = WeightFixing(model, (3,), init="keep")
     fixed = {n: idx.tolist() for n, (idx, _) in wf.fixed_entries().items()}
     assert fixed == {"layers.2.weight": [j * 4 + j for j in range(4)],
                      "layers.4.weight": [(j % 2) * 6 + j for j in range(6)]}
@@ -177,7 +177,7 @@ def test_state_dict_round_trip():
     train(model, opt, shape, steps=2)
     state = copy.deepcopy(wf.state_dict())
     fresh = copy.deepcopy(model)
-    wf2 = WeightFixing(fresh, shape, strategy="skeleton", set_to_one=False)
+    wf2 = WeightFixing(fresh, shape, strategy="skeleton", init="keep")
     wf2.load_state_dict(state)
     assert {n: i.tolist() for n, (i, _) in wf2.fixed_entries().items()} == \
         {n: i.tolist() for n, (i, _) in wf.fixed_entries().items()}
