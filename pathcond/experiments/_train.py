@@ -3,8 +3,9 @@
 :func:`train_unit` runs one configuration with the harness of :mod:`pathcond.train`
 (:class:`~pathcond.train.Trainer`: checkpoints after every epoch, bit-identical resume), in
 chunks of epochs when the run may stop early at a target accuracy. :func:`minimal_unit` is
-a small internal loop for what the trainer cannot express (a model outside the zoo, a
-fixed-weight value other than one, G-space with Adam); it checkpoints after every epoch too.
+a small internal loop for what the trainer cannot express (a model outside the zoo, skeleton
+weights overwritten before another method or with a value other than one); it checkpoints
+after every epoch too.
 
 Both return a compact record: status, the per-epoch history (train/val/test loss and
 accuracy, AM/GM of the path magnitudes), and a few summary numbers.
@@ -61,22 +62,6 @@ def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(x, (left, size - w - left, top, size - h - top))
 
 
-def _autoencoding(splits: DataSplits) -> DataSplits:
-    """:func:`pathcond.data.to_autoencoding`, also when a split is empty (there, reshaping
-    ``(0, 1, 28, 28)`` with ``-1`` fails)."""
-    if splits.num_val and (splits.test_x is None or splits.num_test):
-        return to_autoencoding(splits)
-
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-    train_x, val_x = flat(splits.train_x), flat(splits.val_x)
-    test_x = None if splits.test_x is None else flat(splits.test_x)
-    return DataSplits(name=f"{splits.name}-autoencoding", train_x=train_x, train_y=train_x,
-                      val_x=val_x, val_y=val_x, test_x=test_x, test_y=test_x,
-                      num_classes=None, input_shape=tuple(int(s) for s in train_x.shape[1:]))
-
-
 def get_data(spec: Mapping[str, Any]) -> DataSplits:
     """Load (and cache for the process) a dataset described by ``spec``.
 
@@ -124,7 +109,7 @@ def get_data(spec: Mapping[str, Any]) -> DataSplits:
                             num_classes=splits.num_classes,
                             input_shape=tuple(int(s) for s in train_x.shape[1:]))
     if spec.get("task") == "autoencoding":
-        splits = _autoencoding(splits)
+        splits = to_autoencoding(splits)
     _DATA_CACHE[key] = splits
     return splits
 
@@ -339,41 +324,6 @@ def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
             "function_preserving": False}
 
 
-def set_skeleton_ones(model: nn.Module, input_shape: Sequence[int], value: float = 1.0) -> int:
-    """Overwrite the skeleton weights (the fixed entries of the ``"skeleton"`` strategy, one
-    outgoing weight per hidden unit) with ``value`` (+1: as the G-SGD paper and the thesis
-    initialise them). This is *not* a rescaling: the function changes. Returns the number of
-    entries set."""
-    import copy
-
-    from ..optim import WeightFixing
-
-    probe = WeightFixing(copy.deepcopy(model), tuple(input_shape), set_to_one=False)
-    params = dict(model.named_parameters())
-    count = 0
-    with torch.no_grad():
-        for name, (index, _) in probe.fixed_entries().items():
-            params[name].view(-1)[index] = value
-            count += int(index.numel())
-    return count
-
-
-def set_root_ones(model: nn.Module) -> int:
-    """Overwrite the G-space root weights of an equal-width MLP (the first layer's diagonal
-    ``W_1[j, j]``, the free skeleton weights of the thesis' Algorithm 1) with +1: with
-    :func:`set_skeleton_ones`, every skeleton weight is 1 (a guess at the G-SGD paper's
-    initialisation; the function changes). Only for :class:`pathcond.models.MLP`."""
-    from ..models import MLP
-
-    if not isinstance(model, MLP):
-        raise ConfigError("root_ones is implemented for pathcond.models.MLP only")
-    first = next(m for m in model.layers if isinstance(m, nn.Linear))
-    n = min(first.weight.shape)
-    with torch.no_grad():
-        first.weight[torch.arange(n), torch.arange(n)] = 1.0
-    return int(n)
-
-
 class _Hooks:
     """The method of a minimal-loop run: its set-up and per-step hooks."""
 
@@ -387,11 +337,16 @@ class _Hooks:
         self.info: dict[str, Any] = {}
         self.after_step: Callable[[], None] = lambda: None
         graph = rescaling_graph(model, input_shape)
-        if method.get("skeleton_ones") or method.get("skeleton_value") is not None:
-            self.info["skeleton_set"] = set_skeleton_ones(
-                model, input_shape, float(method.get("skeleton_value", 1.0)))
-        if method.get("root_ones"):
-            self.info["roots_set"] = set_root_ones(model)
+        skeleton = method.get("skeleton")
+        if skeleton is not None:  # overwrite skeleton weights first (changes the function)
+            from ..optim import init_skeleton
+
+            done = init_skeleton(model, graph=graph, value=float(skeleton.get("value", 1.0)),
+                                 roots=bool(skeleton.get("roots", False)))
+            self.info["skeleton_set"] = done.num_fixed
+            if done.num_roots:
+                self.info["roots_set"] = done.num_roots
+        init = str(method.get("init", "rescale"))
         if self.name == "gspace":
             try:
                 from ..optim import GSpace
@@ -400,7 +355,7 @@ class _Hooks:
             inner = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[opt_cfg.get("name", "sgd")]
             self.optimizer: torch.optim.Optimizer = GSpace(
                 model, graph=graph, optimizer=inner, lr=float(opt_cfg["lr"]),
-                set_to_one=bool(method.get("set_to_one", True)))
+                init=init)  # type: ignore[arg-type]
             return
         self.optimizer = _optimizer(model, opt_cfg)
         if self.name == "baseline":
@@ -436,14 +391,13 @@ class _Hooks:
                 # +-value by one more rescaling; the entries are then fixed where they are.
                 import copy
 
-                probe = WeightFixing(copy.deepcopy(model), input_shape, set_to_one=True)
+                probe = WeightFixing(copy.deepcopy(model), input_shape, init="rescale")
                 u = probe.report.log_scales.to(torch.float64)
                 apply_rescaling(model, graph,
                                 u + fixed_value_log_scales(graph, float(fixed_value)))
-                fix = WeightFixing(model, graph=graph, set_to_one=False)
+                fix = WeightFixing(model, graph=graph, init="keep")
             else:
-                fix = WeightFixing(model, graph=graph,
-                                   set_to_one=bool(method.get("set_to_one", True)))
+                fix = WeightFixing(model, graph=graph, init=init)  # type: ignore[arg-type]
             fix.attach(self.optimizer)
             self.fix = fix
             self.info = {"fixed": fix.report.num_fixed, "free": fix.report.num_free}
@@ -459,8 +413,12 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
                  stop_at: tuple[str, float] | None = None) -> dict[str, Any] | None:
     """One training run with the internal minimal loop (SGD/Adam; methods ``baseline``,
     ``pathcond`` (at initialisation), ``enorm`` (``every`` steps), ``weightfix``
-    (``set_to_one``, or ``value``: fixed entries rescaled to +-value), ``gspace`` (the
-    optimizer run on basis-path values)). Checkpoints after every epoch in
+    (``init``: rescale / keep / ones as :class:`pathcond.optim.WeightFixing`, or ``value``:
+    fixed entries rescaled to +-value), ``gspace`` (the optimizer run on basis-path values;
+    ``init`` as :class:`pathcond.optim.GSpace`)). Any method may first overwrite the
+    skeleton weights with ``skeleton: {value: v, roots: bool}``
+    (:func:`pathcond.optim.init_skeleton`: the fixed entries, and the G-space roots with
+    ``roots``; changes the function). Checkpoints after every epoch in
     ``<out_dir>/runs/<key>/state.pt``; the sample order of epoch ``e`` depends on
     ``(seed, e)`` only, so a resumed run is identical to an uninterrupted one.
     """

@@ -16,7 +16,9 @@
   the paper reports 97.64% against 97.37% test accuracy.
 
 Training runs use :mod:`pathcond.train` (methods ``baseline``, ``gsgd``, ``weightfix``,
-``pathcond``; Adam as the base optimizer); G-Adam and fixed values other than one use the
+``pathcond``, with ``init: ones`` for the published initialisations; Adam as the base
+optimizer); runs that overwrite only part of the skeleton before another optimizer
+(:func:`pathcond.optim.init_skeleton`), G-Adam and fixed values other than one use the
 internal minimal loop (:func:`pathcond.experiments._train.minimal_unit`).
 """
 
@@ -41,31 +43,32 @@ __all__ = ["METHOD_SPECS", "draw_gsgd_mnist", "draw_thesis_cifar", "draw_thesis_
 
 #: label -> (base optimizer, trainer method or None for the minimal loop, minimal method).
 #: The thesis (and the G-SGD paper) *overwrite* the fixed / skeleton weights with 1, which
-#: changes the function (``*_ones``); the library's ``set_to_one`` instead reaches +-1 by a
-#: function-preserving rescaling, the thesis' reparametrisation of section 3.0.4 / 4.2.2.
+#: changes the function (``*_ones``: the optimizers' ``init="ones"``, or
+#: :func:`pathcond.optim.init_skeleton` before another optimizer); the library's default
+#: ``init="rescale"`` instead reaches +-1 by a function-preserving rescaling, the thesis'
+#: reparametrisation of section 3.0.4 / 4.2.2.
 METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
     "sgd": ("sgd", "baseline", None),
     "adam": ("adam", "baseline", None),
-    # the thesis' defaults: fixed / skeleton weights overwritten with 1
-    "weightfix_ones": ("sgd", None, {"name": "weightfix", "set_to_one": False,
-                                     "skeleton_ones": True}),
-    "weightfix_adam_ones": ("adam", None, {"name": "weightfix", "set_to_one": False,
-                                           "skeleton_ones": True}),
-    "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton_ones": True}),
-    "gadam_ones": ("adam", None, {"name": "gspace", "skeleton_ones": True}),
-    "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton_ones": True}),
-    # every skeleton weight 1, the first layer's diagonal (G-space roots) included
-    "gsgd_ones_all": ("sgd", None, {"name": "gspace", "skeleton_ones": True,
-                                    "root_ones": True}),
-    "sgd_ones_all": ("sgd", None, {"name": "baseline", "skeleton_ones": True,
-                                   "root_ones": True}),
+    # the thesis' defaults: fixed / skeleton weights of layers 2..L overwritten with 1
+    "weightfix_ones": ("sgd", {"name": "weightfix", "init": "ones"}, None),
+    "weightfix_adam_ones": ("adam", {"name": "weightfix", "init": "ones"}, None),
+    "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton": {"value": 1.0}, "init": "keep"}),
+    "gadam_ones": ("adam", None, {"name": "gspace", "skeleton": {"value": 1.0},
+                                  "init": "keep"}),
+    "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton": {"value": 1.0}}),
+    # every skeleton weight 1, the first layer's diagonal (G-space roots) included: the
+    # G-SGD paper's initialisation, GSGD(init="ones")
+    "gsgd_ones_all": ("sgd", {"name": "gsgd", "init": "ones"}, None),
+    "sgd_ones_all": ("sgd", None, {"name": "baseline",
+                                   "skeleton": {"value": 1.0, "roots": True}}),
     # fixed weights kept as drawn ("not 1")
-    "weightfix_not1": ("sgd", {"name": "weightfix", "set_to_one": False}, None),
+    "weightfix_not1": ("sgd", {"name": "weightfix", "init": "keep"}, None),
     # the library's function-preserving set-to-one (thesis 4.2.2 reparametrisation)
     "gsgd": ("sgd", "gsgd", None),
-    "weightfix": ("sgd", {"name": "weightfix", "set_to_one": True}, None),
-    "weightfix_adam": ("adam", {"name": "weightfix", "set_to_one": True}, None),
-    "gadam": ("adam", None, {"name": "gspace", "set_to_one": True}),
+    "weightfix": ("sgd", {"name": "weightfix", "init": "rescale"}, None),
+    "weightfix_adam": ("adam", {"name": "weightfix", "init": "rescale"}, None),
+    "gadam": ("adam", None, {"name": "gspace", "init": "rescale"}),
     # PathCond at initialisation, for reference
     "pathcond": ("sgd", "pathcond", None),
     "pathcond_adam": ("adam", "pathcond", None),
@@ -261,7 +264,7 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
 
     def method_for(b: float) -> dict[str, Any]:
         if mode == "overwrite":  # the thesis: fixed weights set to b (function changes)
-            return {"name": "weightfix", "set_to_one": False, "skeleton_value": b}
+            return {"name": "weightfix", "init": "keep", "skeleton": {"value": b}}
         return {"name": "weightfix", "value": b}  # moved to +-b by a rescaling
 
     grid: list[list[float | None]] = []

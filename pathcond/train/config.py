@@ -212,22 +212,50 @@ class PathSGDConfig(_Strict):
     eps: NonNegativeFloat = 0.0
 
 
+Init = Literal["rescale", "keep", "ones"]
+
+
+def _legacy_set_to_one(data: Any) -> Any:
+    """Map the legacy ``set_to_one`` key onto ``init`` (true: rescale, false: keep)."""
+    if isinstance(data, Mapping) and "set_to_one" in data:
+        data = dict(data)
+        legacy = data.pop("set_to_one")
+        if not isinstance(legacy, bool):
+            raise ValueError(f"set_to_one (legacy form of init) must be true or false, got "
+                             f"{legacy!r}")
+        mapped = "rescale" if legacy else "keep"
+        if data.setdefault("init", mapped) != mapped:
+            raise ValueError("give init only (set_to_one is its legacy form)")
+    return data
+
+
 class GSGDConfig(_Strict):
     """G-SGD (Meng et al. 2019): SGD (``optimizer.name: sgd``, with its lr and momentum) on
-    the basis-path values; with ``optimizer.name: adam``, Adam in G-space (thesis)."""
+    the basis-path values; with ``optimizer.name: adam``, Adam in G-space (thesis).
+    ``init``: ``rescale`` (function-preserving, default), ``keep``, or ``ones`` (the G-SGD
+    paper's initialisation, every skeleton weight overwritten with 1: changes the function;
+    needed to train at SGD-sized learning rates, see docs/methods.md). The legacy key
+    ``set_to_one`` (true / false) is read as ``init: rescale`` / ``keep``."""
 
     name: Literal["gsgd"] = "gsgd"
     strategy: Strategy = "skeleton"
-    set_to_one: bool = True
+    init: Init = "rescale"
+
+    _legacy = model_validator(mode="before")(_legacy_set_to_one)
 
 
 class WeightFixConfig(_Strict):
-    """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed
-    (optionally set to +-1 first); the rest trained by the configured optimizer."""
+    """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed; the
+    rest trained by the configured optimizer. ``init``: ``rescale`` (fixed entries set to
+    +-1 by a function-preserving rescaling, default), ``keep`` (fixed as drawn) or ``ones``
+    (overwritten with 1, the thesis' Fixed SGD: changes the function); legacy
+    ``set_to_one`` as for gsgd."""
 
     name: Literal["weightfix"] = "weightfix"
     strategy: Strategy = "skeleton"
-    set_to_one: bool = True
+    init: Init = "rescale"
+
+    _legacy = model_validator(mode="before")(_legacy_set_to_one)
 
 
 METHOD_NAMES: tuple[str, ...] = ("baseline", "pathcond", "enorm", "pathsgd", "gsgd", "weightfix")

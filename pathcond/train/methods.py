@@ -309,7 +309,9 @@ class PathSGDMethod(Method):
 
 class GSGDMethod(Method):
     """G-SGD (Meng et al. 2019): SGD on the values of basis paths; with Adam configured,
-    Adam in G-space (:class:`pathcond.optim.GSpace`)."""
+    Adam in G-space (:class:`pathcond.optim.GSpace`). ``init`` is applied when the optimizer
+    is built, on the freshly seeded model; a resumed run loads the checkpoint's weights
+    after that, so the initialisation never touches them."""
 
     name = "gsgd"
     cfg: GSGDConfig
@@ -320,7 +322,7 @@ class GSGDMethod(Method):
     def build_optimizer(self, model: nn.Module, cfg: OptimizerConfig,
                         input_shape: tuple[int, ...]) -> torch.optim.Optimizer | None:
         _plain_sgd(cfg, self.name)
-        opts = {"strategy": self.cfg.strategy, "set_to_one": self.cfg.set_to_one}
+        opts = {"strategy": self.cfg.strategy, "init": self.cfg.init}
         opt: torch.optim.Optimizer
         if cfg.name == "sgd":
             cls = optim_class("GSGD", self.name)
@@ -335,9 +337,9 @@ class GSGDMethod(Method):
 
 class WeightFixMethod(Method):
     """Weight fixing (thesis section 3): one outgoing weight per hidden unit is fixed (set
-    to +-1 first by a function-preserving rescaling, unless ``set_to_one: false``); the
-    configured optimizer trains the others (its steps are hooked so the fixed entries stay
-    put)."""
+    to +-1 first by a function-preserving rescaling with ``init: rescale``, kept with
+    ``keep``, overwritten with 1 with ``ones``); the configured optimizer trains the others
+    (its steps are hooked so the fixed entries stay put)."""
 
     name = "weightfix"
     cfg: WeightFixConfig
@@ -355,7 +357,7 @@ class WeightFixMethod(Method):
         super().setup(ctx)
         cls = optim_class("WeightFixing", self.name)
         self.impl = _construct(cls, self.name, ctx.model, graph=ctx.graph,
-                               strategy=self.cfg.strategy, set_to_one=self.cfg.set_to_one,
+                               strategy=self.cfg.strategy, init=self.cfg.init,
                                optimizer=ctx.optimizer)
 
     def state_dict(self) -> dict[str, Any]:

@@ -160,6 +160,15 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _normalised(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as this version writes it (legacy keys mapped, defaults filled in),
+    so that a checkpoint of an older version compares equal to the same run's config."""
+    try:
+        return validate_config(dict(config), "checkpoint").to_dict()
+    except ConfigError:
+        return config
+
+
 def check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse a run directory that cannot be used (without touching it): missing when
     resuming, not a directory, holding something else, or holding a run without
@@ -360,7 +369,8 @@ class Trainer:
             state = latest_checkpoint(self.run_dir)
         else:  # rank 0 reads (other nodes need no copy of the run directory)
             state = self.dist.from_main(lambda: latest_checkpoint(self.run_dir))
-        key = _diff_key(_comparable(state["config"]), _comparable(self.config.to_dict()))
+        key = _diff_key(_comparable(_normalised(state["config"])),
+                        _comparable(self.config.to_dict()))
         if key is not None:
             raise ConfigError(f"cannot resume {str(self.run_dir)!r}: its checkpoint was made "
                               f"with a different '{key}'")

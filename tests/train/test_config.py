@@ -80,6 +80,19 @@ def test_method_shorthand_and_labels() -> None:
         parse_method("sgdx")
 
 
+def test_init_and_the_legacy_set_to_one() -> None:
+    assert parse_method("gsgd").init == "rescale"  # function-preserving default
+    assert method_label(parse_method({"name": "gsgd", "init": "ones"})) == "gsgd[init=ones]"
+    for name in ("gsgd", "weightfix"):
+        for legacy, init in ((True, "rescale"), (False, "keep")):
+            cfg = parse_method({"name": name, "set_to_one": legacy})
+            assert cfg.init == init and "set_to_one" not in cfg.model_dump()
+    with pytest.raises(ConfigError, match="init only"):
+        parse_method({"name": "gsgd", "set_to_one": True, "init": "ones"})
+    with pytest.raises(ConfigError, match="method.init"):
+        parse_method({"name": "weightfix", "init": "one"})
+
+
 def test_overrides() -> None:
     data = apply_overrides({"method": "pathcond"}, ["method.every_steps=3", "training.epochs=2",
                                                    "model.args.widths=[4, 3]"])

@@ -238,6 +238,11 @@ METHOD_VARIANTS = [
     ("method=gsgd", "model.args={widths: [12, 10, 10, 3], bias: false}", "optimizer.name=adam",
      "optimizer.lr=0.003", "optimizer.momentum=0"),
     ("method={name: weightfix, strategy: hungarian}",),
+    # the G-SGD paper's / thesis' initialisation (skeleton weights overwritten with 1): it is
+    # applied once, when the optimizer is built, never again on resume
+    ("method={name: gsgd, init: ones}", "model.args={widths: [12, 10, 10, 3], bias: false}",
+     "optimizer.lr=0.05", "optimizer.momentum=0"),
+    ("method={name: weightfix, init: ones}",),
 ]
 
 
@@ -261,6 +266,27 @@ def test_other_methods_train_and_resume(tmp_path: Path, variant: tuple[str, ...]
     assert _timeless(result.history) == _timeless(resumed.history)
 
 
+def test_resume_a_checkpoint_with_the_legacy_set_to_one(tmp_path: Path) -> None:
+    """A checkpoint written before ``init`` replaced ``set_to_one`` still resumes."""
+    from pathcond.train.checkpoint import checkpoint_path, save_checkpoint
+
+    overrides = ("method={name: gsgd, init: keep}", "optimizer.lr=1e-4",
+                 "optimizer.momentum=0", "model.args={widths: [12, 10, 10, 3], bias: false}")
+    full = train(tiny_config(tmp_path / "full", *overrides))
+    run = tmp_path / "split"
+    Trainer(tiny_config(run, *overrides)).run(stop_after=1)
+    path = checkpoint_path(run, 1)
+    state = load_checkpoint(path)
+    state["config"]["method"] = {"name": "gsgd", "strategy": "skeleton", "set_to_one": False}
+    save_checkpoint(path, state)
+    legacy = ("method={name: gsgd, set_to_one: false}", *overrides[1:])
+    resumed = Trainer(tiny_config(run, *legacy)).run(resume=True)
+    assert _timeless(resumed.history) == _timeless(full.history)
+    with pytest.raises(ConfigError, match="method.init"):
+        Trainer(tiny_config(run, "method={name: gsgd, init: ones}", *overrides[1:])).run(
+            resume=True)
+
+
 def test_method_specifics(tmp_path: Path) -> None:
     enorm = train(tiny_config(tmp_path / "en", "method={name: enorm, every: 2}"))
     assert enorm.summary["rescalings"] == 9  # 18 steps
@@ -272,6 +298,9 @@ def test_method_specifics(tmp_path: Path) -> None:
     for name, (index, values) in fixed.items():
         assert torch.equal(params[name].detach().reshape(-1)[index], values)
         assert torch.equal(values.abs(), torch.ones_like(values))
+    ones = Trainer(tiny_config(tmp_path / "wf1", "method={name: weightfix, init: ones}"))
+    for _, values in ones.method.impl.fixed_entries().values():  # type: ignore[attr-defined]
+        assert torch.equal(values, torch.ones_like(values))
     with pytest.raises(ConfigError, match="its own optimizer"):
         Trainer(tiny_config(tmp_path / "p", "method=pathsgd", "optimizer.name=adam",
                             "optimizer.momentum=0"))
