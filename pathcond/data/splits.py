@@ -153,7 +153,7 @@ def to_autoencoding(splits: DataSplits, *, flatten: bool = True) -> DataSplits:
     """
 
     def prep(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(x.shape[0], -1) if flatten else x
+        return x.flatten(1) if flatten else x  # also for an empty split
 
     train_x, val_x = prep(splits.train_x), prep(splits.val_x)
     test_x = None if splits.test_x is None else prep(splits.test_x)

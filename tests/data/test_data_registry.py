@@ -137,6 +137,8 @@ def test_to_autoencoding() -> None:
     assert ds.num_classes is None and ds.input_shape == (6,)
     assert ds.train_y is ds.train_x and ds.val_x.shape == (4, 6)
     assert "regression" in ds.describe()
+    empty = to_autoencoding(synthetic_classification(20, (1, 2, 3), 2, val_fraction=0.0))
+    assert empty.val_x.shape == (0, 6) and empty.input_shape == (6,)
 
 
 def test_subsample_keeps_order() -> None:
