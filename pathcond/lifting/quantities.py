@@ -65,9 +65,12 @@ def magnitudes_of(graph: RescalingGraph, params: LiftingParameters) -> Magnitude
         grads, log_scale = torch.autograd.grad(n, leaves, allow_unused=True), 0.0
         grads = tuple(torch.zeros_like(x) if g is None else g
                       for g, x in zip(grads, leaves, strict=True))
-    gw = tuple(g.detach() for g in grads[: len(squares_w)])
-    it = iter(grads[len(squares_w):])
-    gb = tuple(None if b is None else next(it).detach() for b in squares_b)
+    # autograd may hand back broadcast views (a bias feeding the output sum directly): the
+    # magnitudes returned own their memory, so callers may work on them in place
+    owned = [g.detach().contiguous() for g in grads]
+    gw = tuple(owned[: len(squares_w)])
+    it = iter(owned[len(squares_w):])
+    gb = tuple(None if b is None else next(it) for b in squares_b)
     return Magnitudes(gw, gb, log_scale, float(log_n.detach()))
 
 
