@@ -72,6 +72,7 @@ from torch import nn
 from ..errors import PathcondError
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
+from ._sgd import check_lr_momentum, closure_loss, heavy_ball
 from ._skeleton import (
     FixedChoice,
     Init,
@@ -389,7 +390,61 @@ def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
     return engine_new
 
 
-class GSpace(torch.optim.Optimizer):
+class _SkeletonOptimizer(torch.optim.Optimizer):
+    """What :class:`GSpace` and :class:`GSGD` share: the skeleton and engine built on the
+    model (with ``init``), saved with the optimizer's own state and restored from it.
+
+    Subclasses set ``init`` and call :meth:`_build_skeleton`; :meth:`_step_state_dict` and
+    :meth:`_load_step_state_dict` are the state of the steps (by default the optimizer's
+    own, ``torch.optim.Optimizer``'s)."""
+
+    #: G-space state is invariant (or kept in step by the optimizer itself): rescalers
+    #: such as ENorm must not transport it.
+    rescaling_invariant_state = True
+
+    init: Init
+
+    def _build_skeleton(self, model: nn.Module, input_shape: Sequence[int] | None,
+                        graph: RescalingGraph | None, strategy: Strategy) -> None:
+        self.model = model
+        built = _build(model, input_shape, graph, strategy, self.init)
+        self.graph, self.structure = built.graph, built.structure
+        self.fixed_choice, self.engine = built.fixed, built.engine
+        self._init_changed = built.changed
+        self._steps = 0
+        self.strategy = strategy
+
+    @property
+    def set_to_one(self) -> bool:
+        """Deprecated: ``init == "rescale"``."""
+        return self.init == "rescale"
+
+    def _step_state_dict(self) -> dict[str, Any]:
+        return super().state_dict()
+
+    def _load_step_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = self._step_state_dict()
+        sd["gspace"] = _export(self)
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the optimizer's state (the inner optimizer's, or the momentum buffers)
+        and the skeleton; the initialisation is not applied again (see ``init``)."""
+        sd = dict(state_dict)
+        saved = sd.pop("gspace", None)
+        _check_resume(self, saved)
+        if saved is not None:
+            self.engine = _restore_choice(self.engine, saved)
+            self._steps = int(saved.get("steps", 0))
+        self._load_step_state_dict(sd)
+        with torch.no_grad():
+            self.engine.refresh()
+
+
+class GSpace(_SkeletonOptimizer):
     """Run any ``torch.optim`` optimizer on the basis-path values of ``model`` (thesis 2.2.4).
 
     ``optimizer`` (a class, e.g. ``torch.optim.Adam``) is built once, with ``options``, on
@@ -435,23 +490,13 @@ class GSpace(torch.optim.Optimizer):
         PathcondError: a skeleton or root weight is zero.
     """
 
-    #: G-space state is invariant (or kept in step by the optimizer itself): rescalers
-    #: such as ENorm must not transport it.
-    rescaling_invariant_state = True
-
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None,
                  optimizer: type[torch.optim.Optimizer] = torch.optim.SGD, *,
                  strategy: Strategy = "skeleton", init: Init = "rescale",
                  set_to_one: bool | None = None, graph: RescalingGraph | None = None,
                  **options: Any):
         self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
-        self.model = model
-        built = _build(model, input_shape, graph, strategy, self.init)
-        self.graph, self.structure = built.graph, built.structure
-        self.fixed_choice, self.engine = built.fixed, built.engine
-        self._init_changed = built.changed
-        self._steps = 0
-        self.strategy = strategy
+        self._build_skeleton(model, input_shape, graph, strategy)
         st = self.structure
         self._values: list[torch.Tensor | None] = []
         coordinates: list[torch.Tensor] = []
@@ -473,10 +518,7 @@ class GSpace(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One step of the inner optimizer in G-space (module docstring (3)-(5))."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         e = self.engine
         st = self.structure
         prep = _prepare(e)
@@ -519,11 +561,6 @@ class GSpace(torch.optim.Optimizer):
         self._steps += 1
         return loss
 
-    @property
-    def set_to_one(self) -> bool:
-        """Deprecated: ``init == "rescale"``."""
-        return self.init == "rescale"
-
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of the model's parameters."""
         for p in self._model_params:
@@ -552,28 +589,16 @@ class GSpace(torch.optim.Optimizer):
                 out[s.name] = v
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        sd = self.inner.state_dict()
-        sd["gspace"] = _export(self)
-        return sd
+    def _step_state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the inner optimizer's state and the skeleton; the initialisation is not
-        applied again (see ``init``)."""
-        sd = dict(state_dict)
-        saved = sd.pop("gspace", None)
-        _check_resume(self, saved)
-        if saved is not None:
-            self.engine = _restore_choice(self.engine, saved)
-            self._steps = int(saved.get("steps", 0))
-        self.inner.load_state_dict(sd)
+    def _load_step_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
         self.param_groups = self.inner.param_groups
         self.state = self.inner.state
-        with torch.no_grad():
-            self.engine.refresh()
 
 
-class GSGD(torch.optim.Optimizer):
+class GSGD(_SkeletonOptimizer):
     """G-SGD: SGD (with optional momentum) on the basis-path values (Meng et al. 2019).
 
     Equivalent to ``GSpace(model, shape, torch.optim.SGD, lr=lr, momentum=momentum)`` but
@@ -598,28 +623,15 @@ class GSGD(torch.optim.Optimizer):
             a parameter in no group keeps ``lr = 0`` in G-space.
     """
 
-    #: G-space state is invariant (or kept in step by the optimizer itself): rescalers
-    #: such as ENorm must not transport it.
-    rescaling_invariant_state = True
-
     def __init__(self, model: nn.Module, input_shape: Sequence[int] | None = None, *,
                  lr: float, momentum: float = 0.0, strategy: Strategy = "skeleton",
                  init: Init = "rescale", set_to_one: bool | None = None,
                  params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        check_lr_momentum(lr, momentum)
         self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
         super().__init__(model.parameters() if params is None else params,
                          {"lr": lr, "momentum": momentum})
-        self.model = model
-        built = _build(model, input_shape, graph, strategy, self.init)
-        self.graph, self.structure = built.graph, built.structure
-        self.fixed_choice, self.engine = built.fixed, built.engine
-        self._init_changed = built.changed
-        self._steps = 0
-        self.strategy = strategy
+        self._build_skeleton(model, input_shape, graph, strategy)
         slot_ids = {id(s.param) for s in self.structure.slots}
         self._extra = [p for g in self.param_groups for p in g["params"] if id(p) not in slot_ids]
         self._root_options: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -640,10 +652,7 @@ class GSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One G-SGD step (module docstring (3)-(5))."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         e = self.engine
         st = self.structure
         prep = _prepare(e)
@@ -724,36 +733,7 @@ class GSGD(torch.optim.Optimizer):
                 continue
             direction = p.grad
             if g["momentum"]:
-                state = self.state[p]
-                buf = state.get(_MOMENTUM)
-                if buf is None:
-                    buf = state[_MOMENTUM] = direction.detach().clone()
-                else:
-                    buf.mul_(g["momentum"]).add_(direction)
-                direction = buf
+                direction = heavy_ball(self.state[p], _MOMENTUM, direction, g["momentum"])
             p.add_(direction, alpha=-g["lr"])
         self._steps += 1
         return loss
-
-    @property
-    def set_to_one(self) -> bool:
-        """Deprecated: ``init == "rescale"``."""
-        return self.init == "rescale"
-
-    def state_dict(self) -> dict[str, Any]:
-        sd = super().state_dict()
-        sd["gspace"] = _export(self)
-        return sd
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the momentum buffers and the skeleton; the initialisation is not applied
-        again (see ``init``)."""
-        sd = dict(state_dict)
-        saved = sd.pop("gspace", None)
-        _check_resume(self, saved)
-        if saved is not None:
-            self.engine = _restore_choice(self.engine, saved)
-            self._steps = int(saved.get("steps", 0))
-        super().load_state_dict(sd)
-        with torch.no_grad():
-            self.engine.refresh()

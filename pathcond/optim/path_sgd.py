@@ -44,6 +44,7 @@ from torch import nn
 
 from ..graph import RescalingGraph, resolve_graph
 from ..lifting import LiftingParameters, Magnitudes, fold_layer, magnitudes_of
+from ._sgd import check_lr_momentum, closure_loss, heavy_ball
 
 
 class PathSGD(torch.optim.Optimizer):
@@ -71,10 +72,7 @@ class PathSGD(torch.optim.Optimizer):
                  lr: float, momentum: float = 0.0, eps: float = 0.0,
                  dtype: torch.dtype | None = None,
                  params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        check_lr_momentum(lr, momentum)
         if not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
         graph = resolve_graph(model, input_shape, graph)
@@ -199,10 +197,7 @@ class PathSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One Path-SGD step; ``closure`` re-evaluates the loss (torch.optim convention)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         if not any(p.grad is not None for g in self.param_groups for p in g["params"]):
             return loss
         eps = {float(g["eps"]) for g in self.param_groups}
@@ -216,13 +211,7 @@ class PathSGD(torch.optim.Optimizer):
                     continue
                 d_p = p.grad
                 if momentum:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d_p.detach().clone()
-                    else:
-                        buf.mul_(momentum).add_(d_p)
-                    d_p = buf
+                    d_p = heavy_ball(self.state[p], "momentum_buffer", d_p, momentum)
                 name = self._names[id(p)]
                 inv = inverses.get(name)
                 if inv is None:
