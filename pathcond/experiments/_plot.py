@@ -8,7 +8,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLORS", "mean_std", "pyplot", "save", "spearman"]
+from ._train import run_key
+
+__all__ = ["COLORS", "mean_std", "pyplot", "save", "seed_curves", "spearman"]
 
 #: One colour per method, the same in every figure.
 COLORS = {
@@ -96,3 +98,22 @@ def legend(ax: Any, fontsize: int = 8) -> None:
     handles, _ = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=fontsize)
+
+
+def seed_curves(ax: Any, ctx: Any, labels: Iterable[str], prefix: Sequence[str], key: str,
+                ylabel: str, title: str) -> None:
+    """``key`` against the epoch of every stored run ``run_key(*prefix, label, "seed=<s>")``,
+    one line per method label and seed of ``ctx.params["seeds"]`` (epochs from 1, records
+    without ``key`` left out; the first seed's line names the method in the legend)."""
+    seeds = ctx.params["seeds"]
+    for label in labels:
+        for s in seeds:
+            k = run_key(*prefix, label, f"seed={s}")
+            rec = ctx.store.results(k).get(k)
+            if rec is None:
+                continue
+            h = [r for r in rec["history"] if r.get("epoch", 0) >= 1 and r.get(key) is not None]
+            ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
+                    alpha=0.8, label=label if s == seeds[0] else None)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    legend(ax, 8)

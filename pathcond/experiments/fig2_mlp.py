@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ._plot import COLORS, mean_std, pyplot, save
+from ._plot import COLORS, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
@@ -132,17 +132,8 @@ def run_app_k(ctx: RunContext) -> dict[str, Any]:
 
 
 def _curves(ax: Any, ctx: RunContext, depth: int, lr: float, key: str, ylabel: str) -> None:
-    for label, _ in _methods(ctx.params):
-        for s in ctx.params["seeds"]:
-            k = run_key(f"depth={depth}", f"lr={lr}", label, f"seed={s}")
-            rec = ctx.store.results(k).get(k)
-            if rec is None:
-                continue
-            h = [r for r in rec["history"] if r.get("epoch", 0) >= 1 and r.get(key) is not None]
-            ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
-                    alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=f"depth {depth}, lr {lr}")
-    _legend(ax, 8)
+    seed_curves(ax, ctx, [label for label, _ in _methods(ctx.params)],
+                (f"depth={depth}", f"lr={lr}"), key, ylabel, f"depth {depth}, lr {lr}")
 
 
 def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:

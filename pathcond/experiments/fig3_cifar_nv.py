@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from ..models.init import init_kaiming_conv_bn
-from ._plot import COLORS, mean_std, pyplot, save
-from ._plot import legend as _legend
+from ._plot import mean_std, pyplot, save, seed_curves
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
 
@@ -151,17 +150,8 @@ def run_app_l(ctx: RunContext) -> dict[str, Any]:
 
 
 def _panel(ax: Any, ctx: RunContext, lr: float, key: str, ylabel: str) -> None:
-    for label, _ in _methods(ctx.params):
-        for s in ctx.params["seeds"]:
-            k = run_key(f"lr={lr}", label, f"seed={s}")
-            rec = ctx.store.results(k).get(k)
-            if rec is None:
-                continue
-            h = [r for r in rec["history"] if r.get("epoch", 0) >= 1 and r.get(key) is not None]
-            ax.plot([r["epoch"] for r in h], [r[key] for r in h], color=COLORS.get(label),
-                    alpha=0.8, label=label if s == ctx.params["seeds"][0] else None)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=f"{ylabel}, lr {lr}")
-    _legend(ax, 8)
+    seed_curves(ax, ctx, [label for label, _ in _methods(ctx.params)], (f"lr={lr}",), key,
+                ylabel, f"{ylabel}, lr {lr}")
 
 
 def draw_fig3(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
