@@ -21,6 +21,7 @@ small to moderate learning rates, vanishing at large ones.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,16 @@ def _config(p: dict[str, Any], depth: int, lr: float, method: Any, label: str, s
     }
 
 
+def _data(ctx: RunContext) -> tuple[Any, int]:
+    """The configured data (described in the log) and its number of input features."""
+    data = get_data(ctx.params["data"])
+    ctx.log(data.describe())
+    return data, math.prod(int(s) for s in data.input_shape)
+
+
 def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, Any]:
     p = ctx.params
-    data = get_data(p["data"])
-    ctx.log(data.describe())
-    n_in = 1
-    for s in data.input_shape:
-        n_in *= int(s)
+    data, n_in = _data(ctx)
     target = float(p.get("target", 0.99))
     methods = _methods(p)
     seeds = [int(s) for s in p["seeds"]]
@@ -204,11 +208,7 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     from ..models import MLP, mlp_bn
 
     p = ctx.params
-    data = get_data(p["data"])
-    ctx.log(data.describe())
-    n_in = 1
-    for s in data.input_shape:
-        n_in *= int(s)
+    data, n_in = _data(ctx)
     depth, width, lr = int(p["depth"]), int(p.get("width", 500)), float(p["lr"])
     seeds = [int(s) for s in p["seeds"]]
     targets = [float(t) for t in p.get("targets", [0.9])]
