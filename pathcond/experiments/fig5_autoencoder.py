@@ -120,14 +120,21 @@ def _final_vs_k(ax: Any, summary: dict[str, Any], lr: float, methods: list[Any])
     _legend(ax, 8)
 
 
-def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
-    """Final training loss vs k, one panel per learning rate; training curves at k = max."""
+def _loss_vs_k_figure(ctx: RunContext, summary: dict[str, Any]) -> tuple[Any, Any]:
+    """A figure of the final training loss against k, one panel per learning rate, and one
+    more panel: the figure and that last panel."""
     plt = pyplot()
     lrs = [float(x) for x in ctx.params["lrs"]]
     fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(4.6 * (len(lrs) + 1), 4.2))
     for ax, lr in zip(axes, lrs, strict=False):
         _final_vs_k(ax, summary, lr, list(ctx.params["methods"]))
-    ax = axes[-1]
+    return fig, axes[-1]
+
+
+def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
+    """Final training loss vs k, one panel per learning rate; training curves at k = max."""
+    fig, ax = _loss_vs_k_figure(ctx, summary)
+    lrs = [float(x) for x in ctx.params["lrs"]]
     kmax = max(int(k) for k in ctx.params["ks"])
     lr_mid = lrs[len(lrs) // 2]
     for method in ctx.params["methods"]:
@@ -152,18 +159,14 @@ def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
 
 def draw_app_m(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     """App M: final loss vs k at each lr, and the rescaling size ||u||_inf vs k."""
-    plt = pyplot()
-    lrs = [float(x) for x in ctx.params["lrs"]]
-    fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(4.6 * (len(lrs) + 1), 4.2))
-    for ax, lr in zip(axes, lrs, strict=False):
-        _final_vs_k(ax, summary, lr, list(ctx.params["methods"]))
+    fig, ax = _loss_vs_k_figure(ctx, summary)
     ks = [int(k) for k in ctx.params["ks"]]
     us = [mean_std(summary["rescale"][f"k={k}/seed={s}"].get("u_inf")
                    for s in ctx.params["seeds"]) for k in ks]
-    axes[-1].errorbar(ks, [u["mean"] for u in us], yerr=[u["std"] or 0 for u in us],
-                      marker="o", color=COLORS["pathcond"], capsize=3)
-    axes[-1].set(xlabel="compression factor k", ylabel="$\\|u\\|_\\infty$ at init",
-                 title="PathCond rescaling size", xticks=ks)
+    ax.errorbar(ks, [u["mean"] for u in us], yerr=[u["std"] or 0 for u in us],
+                marker="o", color=COLORS["pathcond"], capsize=3)
+    ax.set(xlabel="compression factor k", ylabel="$\\|u\\|_\\infty$ at init",
+           title="PathCond rescaling size", xticks=ks)
     fig.suptitle(f"App M: learning rates and rescaling size ({ctx.scale} scale, "
                  f"{ctx.params['epochs']} epochs); u_inf {[fmt_ms(u) for u in us]}",
                  fontsize=10)
