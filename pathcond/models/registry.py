@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,27 +32,6 @@ class ModelSpec:
     description: str
 
 
-def _mlp(
-    widths: Sequence[int] = DEFAULT_MLP_WIDTHS,
-    *,
-    bias: bool = True,
-    output_bias: bool | None = None,
-    batchnorm: bool = False,
-    activation: str = "relu",
-    negative_slope: float = 0.01,
-    flatten_input: bool = True,
-) -> MLP:
-    return MLP(
-        widths,
-        bias=bias,
-        output_bias=output_bias,
-        batchnorm=batchnorm,
-        activation=activation,
-        negative_slope=negative_slope,
-        flatten_input=flatten_input,
-    )
-
-
 def _mlp_bn(
     depth: int = 3, *, width: int = 500, in_features: int = 3072, num_classes: int = 10
 ) -> MLP:
@@ -71,7 +51,7 @@ def _image(size: int) -> Callable[[Mapping[str, Any]], tuple[int, ...]]:
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
-        _mlp,
+        functools.partial(MLP, widths=DEFAULT_MLP_WIDTHS),  # MLP's options, default widths
         lambda kw: (int(kw.get("widths", DEFAULT_MLP_WIDTHS)[0]),),
         "fully connected ReLU network over `widths` (default 784-64x4-10)",
     ),
