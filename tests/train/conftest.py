@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from pathcond.train.config import ExperimentConfig, apply_overrides, validate_config
+from tests.bruteforce import single_thread
 
 TINY: dict[str, Any] = {
     "name": "tiny",
@@ -40,7 +40,4 @@ def tiny_config(run_dir: Path, *overrides: str, **sections: Any) -> ExperimentCo
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     """Tiny models run fastest (and steadiest) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from single_thread()
