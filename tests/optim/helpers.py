@@ -42,6 +42,14 @@ def batches(model: nn.Module, input_shape, steps: int, seed: int, n: int = 8):
         yield x, y
 
 
+def mse_steps(model: nn.Module, optimizer: torch.optim.Optimizer, data) -> None:
+    """One step of ``optimizer`` per batch ``(x, y)`` of ``data``, on the mean squared error."""
+    for x, y in data:
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        optimizer.step()
+
+
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, input_shape, steps: int,
           seed: int = 0, use_closure: bool = False) -> list[float]:
     losses = []

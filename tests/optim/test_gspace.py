@@ -18,7 +18,7 @@ from pathcond.models import MLP, tiny_resnet
 from pathcond.optim import GSGD, GSpace
 from tests.bruteforce import archs, build
 
-from .helpers import SETTINGS, assert_same_function, batches, rescaled, train
+from .helpers import SETTINGS, assert_same_function, batches, mse_steps, rescaled, train
 
 
 def tiny_mlp(widths=(3, 3, 3, 2), bias=False, seed=0) -> MLP:
@@ -263,21 +263,15 @@ def test_state_dict_round_trip(make):
     ref = copy.deepcopy(model)
     data = list(batches(model, shape, 5, seed=4))
 
-    def run(m, opt, part):
-        for x, y in part:
-            opt.zero_grad()
-            ((m(x) - y) ** 2).mean().backward()
-            opt.step()
-
     opt = make(model, shape)
-    run(model, opt, data[:3])
+    mse_steps(model, opt, data[:3])
     ckpt = copy.deepcopy((model.state_dict(), opt.state_dict()))
     fresh_opt = make(fresh, shape)
     fresh.load_state_dict(ckpt[0])
     fresh_opt.load_state_dict(ckpt[1])
-    run(fresh, fresh_opt, data[3:])
+    mse_steps(fresh, fresh_opt, data[3:])
     ref_opt = make(ref, shape)
-    run(ref, ref_opt, data)
+    mse_steps(ref, ref_opt, data)
     for a, b in zip(fresh.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 

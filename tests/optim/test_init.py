@@ -18,7 +18,7 @@ from pathcond import PathcondError
 from pathcond.models import MLP
 from pathcond.optim import GSGD, GSpace, WeightFixing, init_skeleton
 
-from .helpers import assert_same_function, batches, train
+from .helpers import assert_same_function, batches, mse_steps, train
 
 
 def unequal_mlp(bias: bool = False) -> nn.Module:
@@ -196,22 +196,16 @@ def test_resume_does_not_reapply_ones(make):
     fresh, ref, late = copy.deepcopy(model), copy.deepcopy(model), copy.deepcopy(model)
     data = list(batches(model, shape, 5, seed=4))
 
-    def run(m, opt, part):
-        for x, y in part:
-            opt.zero_grad()
-            ((m(x) - y) ** 2).mean().backward()
-            opt.step()
-
     opt = make(model, shape, "ones")
-    run(model, opt, data[:3])
+    mse_steps(model, opt, data[:3])
     ckpt = copy.deepcopy((model.state_dict(), opt.state_dict()))
     assert ckpt[1]["gspace"]["init"] == "ones" and ckpt[1]["gspace"]["steps"] == 3
     fresh_opt = make(fresh, shape, "ones")
     fresh.load_state_dict(ckpt[0])
     fresh_opt.load_state_dict(copy.deepcopy(ckpt[1]))  # (torch aliases loaded buffers)
-    run(fresh, fresh_opt, data[3:])
+    mse_steps(fresh, fresh_opt, data[3:])
     ref_opt = make(ref, shape, "ones")
-    run(ref, ref_opt, data)
+    mse_steps(ref, ref_opt, data)
     for a, b in zip(fresh.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
     late.load_state_dict(ckpt[0])
@@ -220,7 +214,7 @@ def test_resume_does_not_reapply_ones(make):
     late.load_state_dict(ckpt[0])
     late_opt = make(late, shape, "keep")
     late_opt.load_state_dict(copy.deepcopy(ckpt[1]))
-    run(late, late_opt, data[3:])
+    mse_steps(late, late_opt, data[3:])
     for a, b in zip(late.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
 

@@ -14,7 +14,7 @@ from pathcond.models import MLP
 from pathcond.optim import PathSGD
 from tests.bruteforce import archs, brute_force, build, spec_dag
 
-from .helpers import SETTINGS, assert_same_function, batches, random_log_scales, train
+from .helpers import SETTINGS, assert_same_function, batches, mse_steps, random_log_scales, train
 
 
 @SETTINGS
@@ -123,14 +123,8 @@ def test_closure_and_state_dict_round_trip():
     fresh_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
     ref_opt = PathSGD(ref, shape, lr=0.05, momentum=0.5)
     data = list(batches(ref, shape, 5, seed=0))
-    for x, y in data:
-        ref_opt.zero_grad()
-        ((ref(x) - y) ** 2).mean().backward()
-        ref_opt.step()
-    for x, y in data[3:]:
-        fresh_opt.zero_grad()
-        ((fresh(x) - y) ** 2).mean().backward()
-        fresh_opt.step()
+    mse_steps(ref, ref_opt, data)
+    mse_steps(fresh, fresh_opt, data[3:])
     for a, b in zip(fresh.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 

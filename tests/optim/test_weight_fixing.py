@@ -18,7 +18,7 @@ from pathcond.models import MLP, tiny_resnet
 from pathcond.optim import WeightFixing
 from tests.bruteforce import archs, build
 
-from .helpers import SETTINGS, assert_same_function, batches, rescaled, train
+from .helpers import SETTINGS, assert_same_function, batches, mse_steps, rescaled, train
 
 
 def attached_sgd(model, shape, lr=0.003, **kw):
@@ -183,11 +183,9 @@ def test_state_dict_round_trip():
         {n: i.tolist() for n, (i, _) in wf.fixed_entries().items()}
     opt2 = torch.optim.SGD(fresh.parameters(), lr=0.01)
     wf2.attach(opt2)
-    for (x, y) in batches(fresh, shape, 2, seed=3):
-        for m, o in ((model, opt), (fresh, opt2)):
-            o.zero_grad()
-            ((m(x) - y) ** 2).mean().backward()
-            o.step()
+    data = list(batches(fresh, shape, 2, seed=3))
+    for m, o in ((model, opt), (fresh, opt2)):
+        mse_steps(m, o, data)
     for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
 
