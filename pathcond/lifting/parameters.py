@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,10 @@ class LiftingParameters:
 
 
 def _checked(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    if not bool(torch.isfinite(tensor).all()):
+    # a finite sum has only finite terms (inf and NaN propagate); the sum may overflow, then
+    # the entries are checked one by one
+    if (not math.isfinite(float(tensor.sum(dtype=torch.float64)))
+            and not bool(torch.isfinite(tensor).all())):
         raise NonFiniteParameterError(
             f"'{name}' holds NaN or infinite values; pathcond cannot compute path quantities "
             "of a diverged model (reload a checkpoint or re-initialise)")

@@ -131,8 +131,9 @@ class RescalingProblem:
         for layer, w, b in zip(graph.layers, mags.weights, mags.biases, strict=True):
             w3 = w.reshape(w.shape[0], w.shape[1], -1)
             reduced = w3.sum(dim=2)  # m >= 0: non-finite exactly when some entry is
-            for t in (reduced, b):
-                if t is not None and not bool(torch.isfinite(t).all()):
+            for t in (reduced, b):  # (the total first: one pass where all is finite)
+                if (t is not None and not math.isfinite(float(t.sum()))
+                        and not bool(torch.isfinite(t).all())):
                     raise NonFiniteParameterError(
                         f"the path magnitudes of layer '{layer.name}' are not finite in "
                         f"{t.dtype}: the parameters span more than its range")
@@ -140,8 +141,10 @@ class RescalingProblem:
             cols = torch.where(layer.col_groups < 0, h, layer.col_groups).to(device)
             kernel = layer.kernel_numel
             n_in.index_add_(0, rows, torch.full_like(rows, kernel * w.shape[1]))
-            full_cols = cols.expand(reduced.shape).reshape(-1)
-            n_out.index_add_(0, full_cols, torch.full_like(full_cols, kernel))
+            if cols.shape[0] == 1:  # dense: every input unit meets every output unit
+                n_out.index_add_(0, cols[0], torch.full_like(cols[0], kernel * w.shape[0]))
+            else:
+                n_out.index_add_(0, cols.reshape(-1), torch.full_like(cols.reshape(-1), kernel))
             produced = torch.zeros(h + 1, dtype=torch.bool, device=device)
             produced[rows] = True
             produced[h] = False
@@ -155,11 +158,10 @@ class RescalingProblem:
             positive_counts = positive_mask.sum(dim=2, dtype=dtype)
             blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1,
                                      positive=positive_counts))
-            # log-sum over m > 0 without gathering them
-            log_sum += float(torch.where(positive_mask, w3, 1.0).log().sum())
+            log_sum += _sum_log_positive(w)
             positive += int(positive_counts.sum())
             if b is not None:
-                log_sum += float(torch.where(b > 0, b, 1.0).log().sum())
+                log_sum += _sum_log_positive(b)
                 positive += int((b > 0).sum())
         num_parameters = graph.num_lifting_parameters
         imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
@@ -347,6 +349,28 @@ class RescalingProblem:
         lap, cf = laplacian[:k, :k], coarse_flow[:k]
         g = float(self.num_parameters)
         return 4.0 * g * (lap / ev.total - torch.outer(cf, cf) / ev.total**2)
+
+
+_LOG_BLOCK = 16
+_SMALLEST_NORMAL = torch.finfo(torch.float64).tiny
+
+
+def _sum_log_positive(t: torch.Tensor) -> float:
+    """``sum(log t_i)`` over the entries ``t_i > 0`` of a non-negative tensor, as the logs of
+    products of blocks of 16 entries (a log is several times dearer than a product); a block
+    whose product is zero, subnormal or infinite is summed entry by entry."""
+    flat = t.reshape(-1)
+    whole = flat.numel() // _LOG_BLOCK * _LOG_BLOCK
+    blocks = flat[:whole].reshape(-1, _LOG_BLOCK)
+    products = blocks.prod(dim=1)
+    tiny = max(_SMALLEST_NORMAL, torch.finfo(t.dtype).tiny)
+    normal = (products >= tiny) & (products < math.inf)
+    total = float(torch.where(normal, products, 1.0).log().sum())
+    rest = [blocks[~normal].reshape(-1), flat[whole:]]
+    for part in rest:
+        if part.numel():
+            total += float(torch.where(part > 0, part, 1.0).log().sum())
+    return total
 
 
 def _aggregates(graph: RescalingGraph, blocks: tuple[LayerBlock, ...], dead: torch.Tensor
