@@ -1,5 +1,6 @@
 """Shared by the bench scripts: the machine description and the command line recorded in
-every JSON result, with paths made relative to the repository (no machine paths)."""
+every JSON result, with paths made relative to the repository (no machine paths), where
+the results go, and the device synchronisation around timings."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the bench scripts write their JSON results.
+RESULTS = ROOT / "bench" / "results"
 _ABSOLUTE = re.compile(r"(?<![\w.])/(?:[^\s/:()'\"]+/)+([^\s/:()'\"]+)")
 
 
@@ -29,6 +32,17 @@ def relative_paths(text: str) -> str:
 def command_line() -> str:
     """The command that ran this script, as one could type it from the repository root."""
     return relative_paths(" ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``None`` where the platform has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -54,7 +68,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "git_commit": git("rev-parse", "HEAD"),
         "pathcond_uncommitted_changes": git("status", "--porcelain", "--", "pathcond")
         .splitlines(),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg_start": loadavg(),
     }
     try:
         with open("/proc/cpuinfo") as f:

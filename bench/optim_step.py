@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -43,12 +42,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, machine_info  # noqa: E402
+from _common import RESULTS, command_line, loadavg, machine_info, sync  # noqa: E402
 
 from pathcond.models import MLP  # noqa: E402
 from pathcond.optim import GSGD, ENorm, GSpace, PathSGD, WeightFixing  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"enorm": 1.3, "gsgd": 1.3, "weightfix": 1.3, "pathsgd": 2.0}
 METHODS = ("sgd", "enorm", "pathsgd", "gsgd", "weightfix", "gspace-sgd")
 LR = 0.01
@@ -108,11 +106,6 @@ def make_step(method: str, model: nn.Module, shape: tuple[int, ...], x: torch.Te
         opt.step()
 
     return step
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def bench_model(name: str, device: torch.device, methods: tuple[str, ...], batch: int,
@@ -217,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = bench_model(name, device, methods, args.batch, args.repeats,
                                     args.steps, args.warmup)
         print(table({name: results[name]}), flush=True)
-    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["loadavg_end"] = loadavg()
     out = Path(args.out) if args.out else RESULTS / f"optim_step_{device.type}" \
         f"{'_quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
