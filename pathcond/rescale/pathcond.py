@@ -127,8 +127,6 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     start = time.perf_counter()
     g = resolve_graph(model, input_shape, graph)
     problem = build_problem(model, g, dtype=dtype)
-    zero = torch.zeros(g.num_groups, dtype=dtype, device=problem.device)
-    am_gm_before = problem.am_gm(zero)
     callback = None
     bar = None
     if progress:
@@ -149,6 +147,8 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         if bar is not None:
             bar.close()
     apply_rescaling(model, g, result.log_scales, optimizer=optimizer)
+    zero = torch.zeros(g.num_groups, dtype=dtype, device=problem.device)
+    am_gm_before = problem.am_gm(zero, value=result.history[0] * problem.num_parameters)
     dead = tuple(DeadGroup(i, g.group_name(i), problem.dead_reasons[i])
                  for i in torch.nonzero(problem.dead.cpu()).flatten().tolist())
     const = problem.normalised(0.0)

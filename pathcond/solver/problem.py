@@ -32,7 +32,6 @@ class LayerBlock:
     rows: torch.Tensor  # (out,) group of each output unit
     cols: torch.Tensor  # (1, in) or (out, in_per_group) group of each input unit
     dense: bool  # cols has one row shared by all outputs
-    positive: torch.Tensor  # like magnitudes: number of kernel positions with m > 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,9 @@ class RescalingProblem:
     dead_reasons: tuple[str, ...]  # one per group ("" if alive)
     mean_log_magnitude: float  # over the parameters with m > 0
     num_positive: int
+    #: (H,) number of incoming minus outgoing parameters with m > 0 of every group: the
+    #: geometric mean of the rescaled magnitudes is exp(mean log m - 2 u . this / num_positive)
+    positive_imbalance: torch.Tensor
     #: (H + 1,) aggregate of every group, the unscaled index H and dead groups mapped to
     #: ``num_aggregates`` ("ground"). An aggregate is the set of live groups first produced by
     #: the same layer: the coarse space of the Newton solver's two-level preconditioner.
@@ -126,6 +128,8 @@ class RescalingProblem:
         n_in = torch.zeros(h + 1, dtype=torch.int64, device=device)
         n_out = torch.zeros(h + 1, dtype=torch.int64, device=device)
         loops = torch.zeros(h + 1, dtype=dtype, device=device)
+        pos_in = torch.zeros(h + 1, dtype=torch.int64, device=device)
+        pos_out = torch.zeros(h + 1, dtype=torch.int64, device=device)
         blocks = []
         log_sum, positive = 0.0, 0
         for layer, w, b in zip(graph.layers, mags.weights, mags.biases, strict=True):
@@ -154,21 +158,27 @@ class RescalingProblem:
                 loops.index_add_(0, loop_rows, reduced[same])
             if b is not None:
                 n_in.index_add_(0, rows, torch.ones_like(rows))
-            positive_mask = w3 > 0
-            positive_counts = positive_mask.sum(dim=2, dtype=dtype)
-            blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1,
-                                     positive=positive_counts))
+            positive_counts = (w3 > 0).sum(dim=2)
+            pos_in.index_add_(0, rows, positive_counts.sum(dim=1))
+            if cols.shape[0] == 1:
+                pos_out.index_add_(0, cols[0], positive_counts.sum(dim=0))
+            else:
+                pos_out.index_add_(0, cols.reshape(-1), positive_counts.reshape(-1))
+            blocks.append(LayerBlock(reduced, b, rows, cols, dense=cols.shape[0] == 1))
             log_sum += _sum_log_positive(w)
             positive += int(positive_counts.sum())
             if b is not None:
                 log_sum += _sum_log_positive(b)
                 positive += int((b > 0).sum())
+                pos_in.index_add_(0, rows, (b > 0).to(torch.int64))
         num_parameters = graph.num_lifting_parameters
         imbalance = (n_in - n_out)[:h].to(dtype)  # self-loops count in both: they cancel
+        positive_imbalance = (pos_in - pos_out)[:h].to(dtype)  # self-loops cancel here too
         dead = torch.zeros(h, dtype=torch.bool, device=device)
         aggregates, count, coarse = _aggregates(graph, tuple(blocks), dead)
         problem = cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h], dead,
-                      ("",) * h, log_sum / max(positive, 1), positive, aggregates, count, coarse)
+                      ("",) * h, log_sum / max(positive, 1), positive, positive_imbalance,
+                      aggregates, count, coarse)
         sums = problem.group_sums(torch.zeros(h, dtype=dtype, device=device))
         no_in = (sums.incoming <= 0).cpu()
         no_out = (sums.outgoing <= 0).cpu()
@@ -180,7 +190,8 @@ class RescalingProblem:
         if bool(dead.any()):
             aggregates, count, coarse = _aggregates(graph, tuple(blocks), dead)
         return cls(graph, tuple(blocks), num_parameters, imbalance, loops[:h], dead, reasons,
-                   problem.mean_log_magnitude, positive, aggregates, count, coarse)
+                   problem.mean_log_magnitude, positive, positive_imbalance, aggregates, count,
+                   coarse)
 
     # ------------------------------------------------------------- evaluation
     def _extended(self, u: torch.Tensor) -> torch.Tensor:
@@ -245,19 +256,17 @@ class RescalingProblem:
         g = float(self.num_parameters)
         return float(value) / g - math.log(g) - self.mean_log_magnitude
 
-    def am_gm(self, u: torch.Tensor) -> float:
-        """Arithmetic over geometric mean of the rescaled magnitudes ``q_i``, ``m_i > 0``."""
-        ext = self._extended(u)
-        total = self.group_sums(u).total
-        shift_sum = u.new_zeros(())
-        for blk in self.layers:
-            shift = ext[blk.rows].unsqueeze(1) - ext[blk.cols]
-            shift_sum = shift_sum + (blk.positive * shift).sum()
-            if blk.bias is not None:
-                shift_sum = shift_sum + ext[blk.rows][blk.bias > 0].sum()
+    def am_gm(self, u: torch.Tensor, value: float | None = None) -> float:
+        """Arithmetic over geometric mean of the rescaled magnitudes ``q_i``, ``m_i > 0``:
+        ``log GM(q) = mean log m - 2 u . (positive incoming - positive outgoing) / count``.
+        ``value``, the criterion ``F(u)`` if known, saves evaluating ``S(u)``."""
+        if value is None:
+            value = self.value(u)
+        shift = float((self.imbalance * u).sum())
+        log_total = (float(value) - 2.0 * shift) / self.num_parameters
         p = max(self.num_positive, 1)
-        log_gm = self.mean_log_magnitude - 2.0 * float(shift_sum) / p
-        return float(total) / p / math.exp(log_gm)
+        log_gm = self.mean_log_magnitude - 2.0 * float((self.positive_imbalance * u).sum()) / p
+        return math.exp(log_total - math.log(p) - log_gm)
 
     def curvature(self, u: torch.Tensor, evaluation: Evaluation | None = None) -> Curvature:
         """Gradient of ``F`` at ``u`` and a closure for Hessian-vector products:
