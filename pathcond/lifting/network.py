@@ -126,6 +126,15 @@ def _layer(layer_kind: str, op: Op, conv_dims: int, conv_args: dict[str, Any], x
            weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     if layer_kind == "linear":
         return F.linear(x, weight, bias)
+    padding = conv_args.get("padding", 0)  # module attributes: tuples, or a string
+    pointwise = (all(k == 1 for k in weight.shape[2:]) and conv_args.get("groups", 1) == 1
+                 and not isinstance(padding, str) and not any(padding))
+    if pointwise and x.shape[0] == 1:  # a 1x1 convolution is a matrix product (faster)
+        stride = conv_args.get("stride", (1,) * conv_dims)
+        x = x[(slice(None), slice(None), *(slice(None, None, st) for st in stride))]
+        y = weight.reshape(weight.shape[0], -1) @ x.reshape(x.shape[1], -1)
+        y = y.reshape(1, weight.shape[0], *x.shape[2:])
+        return y if bias is None else y + bias.reshape(1, -1, *([1] * conv_dims))
     conv = F.conv1d if conv_dims == 1 else F.conv2d
     return conv(x, weight, bias, **conv_args)
 

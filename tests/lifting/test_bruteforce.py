@@ -438,6 +438,34 @@ def dilated_maxpool_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class PointwiseStrided(nn.Module):
+    """Strided 1x1 convolutions (the matrix-product path of the magnitude network): a
+    ResNet-style downsample beside a 3x3 branch, then a strided pointwise Conv1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.branch = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
+        self.down = nn.Conv2d(2, 3, 1, stride=2)
+        self.point = nn.Conv1d(3, 2, 1, stride=2)
+        self.fc = nn.Linear(2 * 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(self.branch(x) + self.down(x))  # (3, 2, 2)
+        x = F.relu(self.point(x.flatten(2)))  # (2, 2)
+        return self.fc(x.flatten(1))
+
+
+def pointwise_strided_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    x = g.relu(g.conv(g.input((1, 3, 4)), model, "stem"))
+    x = g.relu(g.add(g.conv(x, model, "branch"), g.conv(x, model, "down")))
+    x = g.relu(g.conv(x.reshape(3, -1), model, "point"))
+    g.output(g.linear(x.reshape(-1), model, "fc"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -463,6 +491,7 @@ CASES: dict[str, Case] = {
     "grouped_conv": Case(GroupedConv, grouped_dag, (2, 4, 4)),
     "two_outputs": Case(TwoOutputs, two_outputs_dag, (3,)),
     "dilated_maxpool_ceil": Case(DilatedMaxPool, dilated_maxpool_dag, (1, 9)),
+    "pointwise_strided": Case(PointwiseStrided, pointwise_strided_dag, (1, 3, 4)),
 }
 
 
