@@ -588,7 +588,27 @@ def demo(
                f"{seeds}: baseline against PathCond at initialisation")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").exists():
         fail(f"{out} is not empty and holds no comparison; choose another --out")
+    _print_demo_rescaling(cfg.seed if not cfg.compare else cfg.compare.seeds[0], threads)
     _run_compare(cfg, resume=False, overwrite=True)
+
+
+def _print_demo_rescaling(seed: int, threads: int) -> None:
+    """PathCond on the demo's MLP as the trainer initialises it for ``seed``: the report."""
+    import torch
+
+    from . import rescale
+    from .models import get_model
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        model = get_model("mlp", widths=list(DEMO_WIDTHS))
+        report = rescale(model, (DEMO_WIDTHS[0],))
+    finally:
+        torch.set_num_threads(previous)
+    typer.echo(f"PathCond on this MLP as initialised for seed {seed} (what the 'pathcond' runs "
+               f"start from):\n{report}")
 
 
 register_experiments(app)

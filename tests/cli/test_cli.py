@@ -200,4 +200,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
                          "--out", tmp_path / "demo", "--no-progress")
     assert code == 0, err
     assert "baseline" in out and "pathcond" in out and "±" in out
+    assert "PathCond (newton solver): converged" in out
     assert (tmp_path / "demo" / "plots" / "curves.png").is_file()
+
+
+def test_demo_prints_the_rescaling_report(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo rescales its MLP as initialised for the first seed and prints the report."""
+    import re
+
+    from pathcond.cli import _print_demo_rescaling
+
+    _print_demo_rescaling(0, 1)
+    out = capsys.readouterr().out
+    assert "seed 0" in out and "converged after" in out and "NOT converged" not in out
+    before, after = map(float, re.search(r"AM/GM of path magnitudes: (\S+) -> (\S+)",
+                                         out).groups())  # type: ignore[union-attr]
+    assert after < before
