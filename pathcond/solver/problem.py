@@ -404,12 +404,11 @@ def _aggregates(graph: RescalingGraph, blocks: tuple[LayerBlock, ...], dead: tor
             continue
         col_agg = agg[blk.cols[0]]
         distinct, position = torch.unique(col_agg, return_inverse=True)
-        onehot = None
-        if distinct.numel() > 1:
-            onehot = torch.zeros((col_agg.numel(), distinct.numel()),
-                                 dtype=blk.magnitudes.dtype, device=device)
-            onehot[torch.arange(col_agg.numel(), device=device), position] = 1.0
-            coarse.append(CoarseLayer(rows, distinct, onehot))
-        else:
+        if distinct.numel() == 1:  # the usual case: the row sums are the pair weights
             coarse.append(CoarseLayer(rows, distinct.expand(rows.shape), None))
+            continue
+        onehot = torch.zeros((col_agg.numel(), distinct.numel()), dtype=blk.magnitudes.dtype,
+                             device=device)
+        onehot[torch.arange(col_agg.numel(), device=device), position] = 1.0
+        coarse.append(CoarseLayer(rows, distinct, onehot))
     return agg, k, tuple(coarse)
