@@ -384,20 +384,19 @@ def run_gsgd_mnist(ctx: RunContext) -> dict[str, Any]:
     lr = float(p["lr"])
     seeds = [int(s) for s in p["seeds"]]
     out: dict[str, Any] = {"lr": lr, "widths": widths, "data": data.describe()}
-    n = 0
-    for label in p["methods"]:
-        recs = []
-        for seed in seeds:
-            rec = _train_one(ctx, data, str(label), lr, seed, widths, int(p["epochs"]))
+    labels = [str(label) for label in p["methods"]]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    for seed in seeds:  # seeds outermost: a partial run already compares every method
+        for label in labels:
+            rec = _train_one(ctx, data, label, lr, seed, widths, int(p["epochs"]))
             if rec is not None:
-                recs.append(rec)
-        n += len(recs)
-        out[str(label)] = {"final_test_acc": mean_std(r.get("final_test_acc") for r in recs),
-                           "best_test_acc": mean_std(r.get("best_test_acc") for r in recs),
-                           "final_train_loss": mean_std(r.get("final_train_loss")
-                                                        for r in recs),
-                           "runs": len(recs)}
-    out["complete"] = n == len(seeds) * len(p["methods"])
+                runs[label].append(rec)
+    for label, recs in runs.items():
+        out[label] = {"final_test_acc": mean_std(r.get("final_test_acc") for r in recs),
+                      "best_test_acc": mean_std(r.get("best_test_acc") for r in recs),
+                      "final_train_loss": mean_std(r.get("final_train_loss") for r in recs),
+                      "runs": len(recs)}
+    out["complete"] = sum(len(r) for r in runs.values()) == len(seeds) * len(labels)
     return out
 
 
