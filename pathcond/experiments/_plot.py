@@ -10,7 +10,7 @@ from typing import Any
 
 from ._train import run_key
 
-__all__ = ["COLORS", "mean_std", "pyplot", "save", "seed_curves", "spearman"]
+__all__ = ["COLORS", "log_scale", "mean_std", "pyplot", "save", "seed_curves", "spearman"]
 
 #: One colour per method, the same in every figure.
 COLORS = {
@@ -33,6 +33,21 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def log_scale(ax: Any) -> None:
+    """A logarithmic y axis whose tick labels are plain numbers (``2.3``, not
+    ``2.3 x 10^0``): loss curves often span less than a decade."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):  # LogFormatter's choice of ticks, written as 0.6, 2.3, 1e-04
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.4g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    # minor ticks labelled only when the axis spans about a decade or less
+    ax.yaxis.set_major_formatter(Plain(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def save(fig: Any, path: Path) -> Path:

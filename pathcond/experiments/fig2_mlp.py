@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ._plot import COLORS, mean_std, pyplot, save, seed_curves
+from ._plot import COLORS, log_scale, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
@@ -160,7 +160,7 @@ def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     dmin = min(int(d) for d in ctx.params["depths"])
     _curves(axes[1], ctx, dmin, lr, "train_acc", "training accuracy")
     _curves(axes[2], ctx, dmin, lr, "train_loss", "training loss")
-    axes[2].set_yscale("log")
+    log_scale(axes[2])
     fig.suptitle(f"Fig 2: MLP_BN, SGD lr {lr} ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
     return [save(fig, ctx.figure_path())]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..models.init import init_kaiming_conv_bn
-from ._plot import mean_std, pyplot, save, seed_curves
+from ._plot import log_scale, mean_std, pyplot, save, seed_curves
 from ._train import data_config, get_data, minimal_unit, run_key, train_unit
 from .registry import RunContext
 
@@ -160,7 +160,7 @@ def draw_fig3(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     lr = float(ctx.params["lr"])
     _panel(axes[0], ctx, lr, "train_loss", "training loss")
-    axes[0].set_yscale("log")
+    log_scale(axes[0])
     _panel(axes[1], ctx, lr, "train_acc", "training accuracy")
     _panel(axes[2], ctx, lr, "test_acc", "test accuracy")
     fig.suptitle(f"Fig 3: CIFAR-NV ({ctx.scale} scale; {summary.get('data', '')}; "
@@ -175,7 +175,7 @@ def draw_app_l(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig, axes = plt.subplots(2, len(lrs), figsize=(4.5 * len(lrs), 7.6), squeeze=False)
     for j, lr in enumerate(lrs):
         _panel(axes[0][j], ctx, lr, "train_loss", "training loss")
-        axes[0][j].set_yscale("log")
+        log_scale(axes[0][j])
         _panel(axes[1][j], ctx, lr, "test_acc", "test accuracy")
     fig.suptitle(f"App L: CIFAR-NV learning rates ({ctx.scale} scale; "
                  f"{summary.get('data', '')})", fontsize=10)
