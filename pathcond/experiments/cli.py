@@ -29,6 +29,12 @@ def run_command(
     publish_results: Annotated[bool, typer.Option(
         "--publish", help="copy the summary to results/ and the figure to docs/figures/")
     ] = False,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="override a parameter of the scale, dotted, value in YAML: "
+                      "--set data.name=fashion_mnist (repeatable; use with --tag)")] = None,
+    tag: Annotated[str | None, typer.Option(
+        "--tag", help="name of the variant made by --set: output runs/experiments/NAME-SCALE-"
+                      "TAG, published as results/NAME_SCALE-TAG.json")] = None,
 ) -> None:
     """Run one experiment of the paper or the thesis at a scale and draw its figure.
 
@@ -41,9 +47,16 @@ def run_command(
     if scale not in SCALES:
         typer.echo(f"error: --scale must be one of {', '.join(SCALES)}; got {scale!r}", err=True)
         raise typer.Exit(2)
+    if sets and tag is None and (publish_results or out is None):
+        typer.echo("error: --set makes a variant: name it with --tag NAME (so that it does not "
+                   "mix with the experiment's own output and results)", err=True)
+        raise typer.Exit(2)
     try:
+        from ..train.config import apply_overrides
+
+        overrides = apply_overrides({}, sets or [])
         result = run_experiment(experiment, scale=scale, out_dir=out, resume=resume,
-                                progress=progress)
+                                progress=progress, overrides=overrides, tag=tag)
     except PathcondError as exc:
         text = str(exc).strip().splitlines()
         typer.echo(f"error: {text[0] if text else type(exc).__name__}", err=True)
@@ -52,7 +65,7 @@ def run_command(
         typer.echo("interrupted: finished units are kept; rerun the same command to continue",
                    err=True)
         raise typer.Exit(130) from None
-    typer.echo(f"{result.name} ({result.scale}): {'complete' if result.complete else 'partial'}"
+    typer.echo(f"{result.name} ({result.label}): {'complete' if result.complete else 'partial'}"
                f" in {result.seconds:.1f} s")
     typer.echo(f"  summary: {result.out_dir / 'summary.json'}")
     for fig in result.figures:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import sys
 import time
@@ -180,6 +181,12 @@ class ExperimentResult:
     summary: dict[str, Any]
     figures: list[Path]
     seconds: float
+    tag: str | None = None  # a named variant (parameters overridden), e.g. "fashion"
+
+    @property
+    def label(self) -> str:
+        """``scale`` or ``scale-tag``: the suffix of the published files."""
+        return self.scale if self.tag is None else f"{self.scale}-{self.tag}"
 
     @property
     def complete(self) -> bool:
@@ -202,7 +209,8 @@ def _resolve(name: str) -> tuple[Runner, Drawer]:
 def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None = None,
                    resume: bool = True, progress: bool = True,
                    overrides: Mapping[str, Any] | None = None,
-                   config_dir: str | Path | None = None) -> ExperimentResult:
+                   config_dir: str | Path | None = None,
+                   tag: str | None = None) -> ExperimentResult:
     """Run experiment ``name`` at ``scale`` and draw its figure.
 
     Args:
@@ -213,8 +221,12 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         resume: keep finished units and continue interrupted training runs from their
             checkpoints; ``False`` starts again from scratch.
         progress: log one line per unit (and per epoch) on stderr.
-        overrides: parameters merged over the scale's (for tests and one-off variants).
+        overrides: parameters merged over the scale's (for tests and one-off variants, such
+            as a full protocol on substitute data); each top-level key must be one of the
+            scale's parameters.
         config_dir: directory of the ``<name>.yaml`` files (default :func:`experiments_dir`).
+        tag: names the variant: default output directory ``<name>-<scale>-<tag>``, published
+            as ``results/<name>_<scale>-<tag>.json`` (letters, digits, ``_`` and ``-``).
 
     Returns:
         The summary (numbers for the results page), figure paths and timing. Units that
@@ -222,9 +234,15 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         ``summary["messages"]`` and ``summary["complete"]`` is false.
     """
     info = experiment_config(name, config_dir)
+    if tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
+        raise ConfigError(f"tag {tag!r} may hold only letters, digits, '_' and '-'")
+    unknown = sorted(set(overrides or {}) - set(info.params(scale)))
+    if unknown:
+        raise ConfigError(f"{name} ({scale}) has no parameter {unknown[0]!r}; its parameters: "
+                          f"{', '.join(sorted(info.params(scale)))}")
     params = info.params(scale, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / "experiments" / \
-        f"{name}-{scale}"
+        f"{name}-{scale}{'' if tag is None else '-' + tag}"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{str(out)!r} exists and is not a directory")
     if not resume and out.is_dir():
@@ -247,7 +265,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     for other in params.get("share_units_with") or []:
         # Another experiment with the same units (e.g. App M and Fig 5): reuse what it has
         # finished, from its default output directory beside this one.
-        found = store.adopt(out.parent / f"{other}-{scale}" / "units.json") if resume else 0
+        suffix = scale if tag is None else f"{scale}-{tag}"
+        found = store.adopt(out.parent / f"{other}-{suffix}" / "units.json") if resume else 0
         if found:
             ctx.log(f"reusing {found} units of {other}")
     start = time.perf_counter()
@@ -256,6 +275,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
     summary = {"experiment": name, "title": info.title, "scale": scale,
                "source": info.source, "claim": info.claim, "params": jsonable(params),
+               **({} if tag is None and not overrides else
+                  {"variant": {"tag": tag, "overrides": jsonable(dict(overrides or {}))}}),
                **summary}
     figures = drawer(ctx, summary)
     summary["figures"] = [p.name for p in figures]
@@ -263,13 +284,14 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     atomic_write_json(out / "summary.json", compact(summary))
     ctx.log(f"done in {seconds:.1f} s; summary {out / 'summary.json'}"
             + "".join(f"; figure {p}" for p in figures))
-    return ExperimentResult(name, scale, out, summary, figures, seconds)
+    return ExperimentResult(name, scale, out, summary, figures, seconds, tag)
 
 
 def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
             figures_dir: str | Path = "docs/figures") -> list[Path]:
-    """Copy a run's summary and units (``results/<name>_<scale>.json``) and figures
-    (``docs/figures/<figure>_<scale>.png``) into the repository."""
+    """Copy a run's summary and units (``results/<name>_<scale>.json``, or
+    ``<name>_<scale>-<tag>.json`` for a tagged variant) and figures
+    (``docs/figures/<figure>_<scale>[-<tag>].png``) into the repository."""
     results, figures = Path(results_dir), Path(figures_dir)
     written = []
     units_path = result.out_dir / "units.json"
@@ -278,12 +300,12 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
         import json
 
         units = json.loads(units_path.read_text(encoding="utf-8")).get("units", {})
-    target = results / f"{result.name}_{result.scale}.json"
+    target = results / f"{result.name}_{result.label}.json"
     atomic_write_json(target, {"summary": compact(result.summary), "units": units}, indent=None)
     written.append(target)
     figures.mkdir(parents=True, exist_ok=True)
     for fig in result.figures:
-        dest = figures / f"{fig.stem}_{result.scale}{fig.suffix}"
+        dest = figures / f"{fig.stem}_{result.label}{fig.suffix}"
         shutil.copyfile(fig, dest)
         written.append(dest)
     return written

@@ -170,3 +170,39 @@ def test_cli_run_command(tmp_path: Path) -> None:
     assert res.exit_code == 2
     res = runner.invoke(app, ["experiments"])
     assert res.exit_code == 0 and "fig4" in res.output
+
+
+def test_tagged_variant_overrides_and_publishes_beside(tmp_path: Path) -> None:
+    """--set/--tag: a variant of a scale (e.g. a full protocol on substitute data) runs in
+    its own directory, records its overrides and publishes under NAME_SCALE-TAG."""
+    res = run_experiment("thesis_surfaces", scale="smoke", out_dir=tmp_path / "v",
+                         progress=False, overrides={"grid": 12}, tag="g12")
+    assert res.label == "smoke-g12" and res.summary["params"]["grid"] == 12
+    assert res.summary["variant"] == {"tag": "g12", "overrides": {"grid": 12}}
+    written = publish(res, results_dir=tmp_path / "results", figures_dir=tmp_path / "figs")
+    names = sorted(p.name for p in written)
+    assert "thesis_surfaces_smoke-g12.json" in names
+    assert any(n.endswith("_smoke-g12.png") for n in names)
+    with pytest.raises(ConfigError, match="no parameter 'gird'"):
+        run_experiment("thesis_surfaces", scale="smoke", out_dir=tmp_path / "w",
+                       progress=False, overrides={"gird": 12}, tag="x")
+    with pytest.raises(ConfigError, match="tag"):
+        run_experiment("thesis_surfaces", scale="smoke", out_dir=tmp_path / "w",
+                       progress=False, tag="a/b")
+
+
+def test_cli_set_needs_a_tag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pathcond.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", "thesis_surfaces", "--scale", "smoke", "--set", "grid=12",
+                              "--publish", "--out", str(tmp_path / "s"), "--quiet"])
+    assert res.exit_code == 2 and "--tag" in res.output
+    res = runner.invoke(app, ["run", "thesis_surfaces", "--scale", "smoke", "--set", "grid=12",
+                              "--tag", "g12", "--out", str(tmp_path / "s"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "smoke-g12" in res.output
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["params"]["grid"] == 12
