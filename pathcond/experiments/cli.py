@@ -42,19 +42,21 @@ def run_command(
     continue from their last checkpoint; rerun the same command to continue.
     """
     from ..errors import PathcondError
-    from .registry import SCALES, publish, run_experiment
+    from .registry import RUNTIME_KEYS, SCALES, publish, run_experiment
 
     if scale not in SCALES:
         typer.echo(f"error: --scale must be one of {', '.join(SCALES)}; got {scale!r}", err=True)
-        raise typer.Exit(2)
-    if sets and tag is None and (publish_results or out is None):
-        typer.echo("error: --set makes a variant: name it with --tag NAME (so that it does not "
-                   "mix with the experiment's own output and results)", err=True)
         raise typer.Exit(2)
     try:
         from ..train.config import apply_overrides
 
         overrides = apply_overrides({}, sets or [])
+        if set(overrides) - set(RUNTIME_KEYS) and tag is None and (publish_results
+                                                                   or out is None):
+            typer.echo("error: --set makes a variant: name it with --tag NAME (so that it does "
+                       "not mix with the experiment's own output and results; only "
+                       f"{' and '.join(RUNTIME_KEYS)} need no tag)", err=True)
+            raise typer.Exit(2)
         result = run_experiment(experiment, scale=scale, out_dir=out, resume=resume,
                                 progress=progress, overrides=overrides, tag=tag)
     except PathcondError as exc:

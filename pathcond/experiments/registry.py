@@ -171,6 +171,11 @@ class RunContext:
         return self.out_dir / f"{self.name}{'_' + suffix if suffix else ''}.png"
 
 
+#: Parameters every experiment takes that change where and how fast it runs, not what it
+#: computes: overriding them makes no variant.
+RUNTIME_KEYS = ("threads", "device")
+
+
 @dataclass
 class ExperimentResult:
     """What :func:`run_experiment` returns."""
@@ -236,7 +241,7 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     info = experiment_config(name, config_dir)
     if tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
         raise ConfigError(f"tag {tag!r} may hold only letters, digits, '_' and '-'")
-    unknown = sorted(set(overrides or {}) - set(info.params(scale)))
+    unknown = sorted(set(overrides or {}) - set(info.params(scale)) - set(RUNTIME_KEYS))
     if unknown:
         raise ConfigError(f"{name} ({scale}) has no parameter {unknown[0]!r}; its parameters: "
                           f"{', '.join(sorted(info.params(scale)))}")
@@ -275,7 +280,7 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
     summary = {"experiment": name, "title": info.title, "scale": scale,
                "source": info.source, "claim": info.claim, "params": jsonable(params),
-               **({} if tag is None and not overrides else
+               **({} if tag is None and not set(overrides or {}) - set(RUNTIME_KEYS) else
                   {"variant": {"tag": tag, "overrides": jsonable(dict(overrides or {}))}}),
                **summary}
     figures = drawer(ctx, summary)

@@ -206,3 +206,14 @@ def test_cli_set_needs_a_tag(tmp_path: Path) -> None:
     assert "smoke-g12" in res.output
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["params"]["grid"] == 12
+
+
+def test_runtime_overrides_make_no_variant(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pathcond.cli import app
+
+    res = CliRunner().invoke(app, ["run", "thesis_surfaces", "--scale", "smoke", "--set",
+                                   "threads=1", "--out", str(tmp_path / "t"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "variant" not in json.loads((tmp_path / "t" / "summary.json").read_text())
