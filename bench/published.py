@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from _common import sync  # bench/ is on the path of the scripts that import this module
 
 from pathcond.graph import RescalingGraph
 from pathcond.lifting import Magnitudes
@@ -149,11 +150,6 @@ def element_b(graph: RescalingGraph, *, device: torch.device | str = "cpu") -> E
                     time.perf_counter() - start)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def published_pathcond(m: torch.Tensor, b: ElementB, *, sweeps: int = 10, tol: float = 1e-2,
                        time_budget: float | None = None,
                        callback: Callable[[int, torch.Tensor], None] | None = None,
@@ -175,7 +171,7 @@ def published_pathcond(m: torch.Tensor, b: ElementB, *, sweeps: int = 10, tol: f
     u = torch.zeros(h, dtype=dtype, device=device)
     change = torch.zeros(h, dtype=dtype, device=device)
     patched = torch.zeros((), dtype=torch.int64, device=device)
-    _sync(device)
+    sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     total = m.sum()  # S at u = 0
     result = PublishedResult(u, 0, False, False, planned_sweeps=sweeps)
@@ -218,7 +214,7 @@ def published_pathcond(m: torch.Tensor, b: ElementB, *, sweeps: int = 10, tol: f
                 result.measured_seconds >= time_budget:
             result.budget_hit = True
             break
-        _sync(device)
+        sync(device)
         start, cpu_start = time.perf_counter(), time.process_time()
     result.patched_steps = int(patched)
     scale = sweeps / result.sweeps_done if result.budget_hit else 1.0

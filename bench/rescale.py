@@ -31,7 +31,6 @@ import cProfile
 import io
 import json
 import math
-import os
 import pstats
 import statistics
 import sys
@@ -45,7 +44,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, machine_info, relative_paths  # noqa: E402
+from _common import RESULTS, command_line, loadavg, machine_info, relative_paths, sync  # noqa: E402
 from published import element_b, flat_magnitudes, published_pathcond  # noqa: E402
 
 import pathcond  # noqa: E402
@@ -59,7 +58,6 @@ from pathcond.solver import (  # noqa: E402
     solve_newton,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODELS = ("mlp", "cifar_nv", "resnet18", "resnet50")
 KNOWN_MODELS = (*DEFAULT_MODELS, "vgg16")
 LABELS = {"mlp": "MLP 3072-500x6-10", "cifar_nv": "CIFAR-NV", "resnet18": "ResNet-18",
@@ -82,11 +80,6 @@ def build_model(name: str, device: torch.device) -> tuple[nn.Module, tuple[int, 
         model = get_model(name)
         shape = tuple(model_input_shape(name))
     return model.to(device), shape
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
@@ -185,7 +178,7 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> di
         "num_parameters_G": problem.num_parameters, "num_groups_H": graph.num_groups,
         "num_hidden_units": graph.num_hidden_units, "num_dead_groups": int(problem.dead.sum()),
         "trace_seconds_first_call": t_graph,
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "loadavg": loadavg(),
     }
     log(f"  G = {problem.num_parameters:,}, H = {graph.num_groups:,} groups "
         f"({graph.num_hidden_units:,} hidden units)")
@@ -476,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(bench_model(name, args, device))
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    info["loadavg_end"] = loadavg()
     tab = table(records)
     print()
     print(tab)
