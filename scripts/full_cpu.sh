@@ -16,7 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/experiments
-run() { nice -n 10 .venv/bin/pathcond run "$@" --scale full --set threads=1 --publish; }
+# one torch thread per run (an environment setting, so the runs' specifications stay those
+# of the full scale and a GPU machine's units are interchangeable with these)
+export OMP_NUM_THREADS=1
+run() { nice -n 10 .venv/bin/pathcond run "$@" --scale full --publish; }
 
 lane_a() {
   run fig1
