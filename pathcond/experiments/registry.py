@@ -215,7 +215,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
                    resume: bool = True, progress: bool = True,
                    overrides: Mapping[str, Any] | None = None,
                    config_dir: str | Path | None = None,
-                   tag: str | None = None) -> ExperimentResult:
+                   tag: str | None = None,
+                   results_dir: str | Path = "results") -> ExperimentResult:
     """Run experiment ``name`` at ``scale`` and draw its figure.
 
     Args:
@@ -232,6 +233,12 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         config_dir: directory of the ``<name>.yaml`` files (default :func:`experiments_dir`).
         tag: names the variant: default output directory ``<name>-<scale>-<tag>``, published
             as ``results/<name>_<scale>-<tag>.json`` (letters, digits, ``_`` and ``-``).
+        results_dir: where published results live; with ``resume``, the units of
+            ``<results_dir>/<name>_<scale>.json`` and of
+            ``<results_dir>/partial/<name>_<scale>.units.json`` (finished units of an
+            unfinished run, kept across machines) are reused where their specs match, so a
+            fresh clone redraws a published figure, or continues a long run, without
+            recomputing.
 
     Returns:
         The summary (numbers for the results page), figure paths and timing. Units that
@@ -267,6 +274,14 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     store = UnitStore(out, header, resume=resume)
     ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
                      resume=resume, progress=progress)
+    if resume:  # units kept in the repository: published results, then partial runs
+        label = scale if tag is None else f"{scale}-{tag}"
+        for kept in (Path(results_dir) / f"{name}_{label}.json",
+                     Path(results_dir) / "partial" / f"{name}_{label}.units.json"):
+            found = store.adopt(kept)
+            if found:
+                store.flush()  # the output directory holds every unit it uses
+                ctx.log(f"reusing {found} units kept in {kept}")
     for other in params.get("share_units_with") or []:
         # Another experiment with the same units (e.g. App M and Fig 5): reuse what it has
         # finished, from its default output directory beside this one.

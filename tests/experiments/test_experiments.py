@@ -217,3 +217,26 @@ def test_runtime_overrides_make_no_variant(tmp_path: Path) -> None:
                                    "threads=1", "--out", str(tmp_path / "t"), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "variant" not in json.loads((tmp_path / "t" / "summary.json").read_text())
+
+
+def test_fresh_directory_reuses_published_and_partial_units(smoke: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    """Units kept in the repository (published results, or the finished units of an
+    unfinished run under results/partial/) are reused by a run in a fresh directory."""
+    results = tmp_path / "results"
+    publish(smoke["results"]["fig5"], results_dir=results, figures_dir=tmp_path / "figs")
+    units = json.loads((results / "fig5_smoke.json").read_text())["units"]
+    result = run_experiment("fig5", scale="smoke", out_dir=tmp_path / "fresh", progress=False,
+                            results_dir=results)
+    assert json.loads((tmp_path / "fresh" / "units.json").read_text())["units"] == units
+    assert result.seconds < 10  # nothing retrained
+    partial = results / "partial"
+    partial.mkdir()
+    kept = dict(list(units.items())[:1])
+    atomic_write_json(partial / "fig5_smoke.units.json", {"units": kept})
+    (results / "fig5_smoke.json").unlink()
+    run_experiment("fig5", scale="smoke", out_dir=tmp_path / "fresh2", progress=False,
+                   results_dir=results)
+    again = json.loads((tmp_path / "fresh2" / "units.json").read_text())["units"]
+    key = next(iter(kept))
+    assert again[key] == kept[key] and set(again) == set(units)
