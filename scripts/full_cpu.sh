@@ -13,6 +13,9 @@
 # (~30 core-hours), fig3 / app_l (GPU-sized convolutions): run them where a GPU is lent.
 #
 # Usage: bash scripts/full_cpu.sh            (logs in runs/experiments/full_cpu-*.log)
+# Before the machine goes away: stop it, run `bash scripts/keep_partial.sh` and commit
+# results/partial/: the next machine's run picks the finished units up from there (runs/ is
+# not in the repository, so unfinished training runs restart from their first epoch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p runs/experiments
