@@ -248,10 +248,11 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     info = experiment_config(name, config_dir)
     if tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
         raise ConfigError(f"tag {tag!r} may hold only letters, digits, '_' and '-'")
-    unknown = sorted(set(overrides or {}) - set(info.params(scale)) - set(RUNTIME_KEYS))
+    known = set(info.params(scale))
+    unknown = sorted(set(overrides or {}) - known - set(RUNTIME_KEYS))
     if unknown:
         raise ConfigError(f"{name} ({scale}) has no parameter {unknown[0]!r}; its parameters: "
-                          f"{', '.join(sorted(info.params(scale)))}")
+                          f"{', '.join(sorted(known))}")
     params = info.params(scale, overrides)
     out = Path(out_dir) if out_dir is not None else Path("runs") / "experiments" / \
         f"{name}-{scale}{'' if tag is None else '-' + tag}"

@@ -329,12 +329,11 @@ class RescalingProblem:
         k = self.num_aggregates
         u = ev.u
         pair_keys, pair_weights = [], []
-        for blk, coarse, (row_sums, _, qb) in zip(self.layers, self.coarse_layers,
-                                                  ev.layer_sums, strict=True):
-            if not blk.dense:
-                q = blk.magnitudes * ev.col_weights[blk.cols] * ev.row_weights[blk.rows, None]
+        for blk, coarse, (row_sums, col_sums, qb) in zip(self.layers, self.coarse_layers,
+                                                         ev.layer_sums, strict=True):
+            if not blk.dense:  # the column sums of a grouped layer are q itself, flattened
                 pair_keys.append((coarse.rows.unsqueeze(1) * (k + 1) + coarse.cols).reshape(-1))
-                pair_weights.append(q.reshape(-1))
+                pair_weights.append(col_sums)
             elif coarse.onehot is None:
                 pair_keys.append(coarse.rows * (k + 1) + coarse.cols)
                 pair_weights.append(row_sums)
