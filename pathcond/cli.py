@@ -573,6 +573,7 @@ def demo(
     if epochs < 1 or limit < 1 or threads < 1:
         fail("--epochs, --limit and --threads must be positive")
     show = sys.stderr.isatty() if progress is None else progress
+    seed_list = _parse_seeds(seeds)
     cfg = validate_config({
         "name": "demo", "seed": 0, "device": "cpu",
         "data": {"name": "mnist", "limit": limit},
@@ -581,14 +582,14 @@ def demo(
         "training": {"epochs": epochs, "batch_size": 128, "target_accuracy": 0.8,
                      "target_split": "val", "threads": threads},
         "output": {"dir": str(out), "progress": show, "keep_checkpoints": 1},
-        "compare": {"methods": ["baseline", "pathcond"], "seeds": _parse_seeds(seeds)},
+        "compare": {"methods": ["baseline", "pathcond"], "seeds": seed_list},
     }, "demo")
     typer.echo(f"MNIST ({limit} training samples), MLP {'-'.join(map(str, DEMO_WIDTHS))} "
                f"(PyTorch default init), SGD lr {lr}, batch 128, {epochs} epochs, seeds "
                f"{seeds}: baseline against PathCond at initialisation")
     if out.is_dir() and any(out.iterdir()) and not (out / "config.yaml").exists():
         fail(f"{out} is not empty and holds no comparison; choose another --out")
-    _print_demo_rescaling(cfg.seed if not cfg.compare else cfg.compare.seeds[0], threads)
+    _print_demo_rescaling(seed_list[0], threads)
     _run_compare(cfg, resume=False, overwrite=True)
 
 
