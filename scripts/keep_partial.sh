@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # Before a machine goes away: copy the finished units of every unfinished experiment run
-# (runs/experiments/NAME-SCALE[-TAG]/units.json without a published results/NAME_SCALE[-TAG].json
-# that holds them all) to results/partial/NAME_SCALE[-TAG].units.json, where `pathcond run`
-# picks them up on the next machine. Commit results/partial/ afterwards.
+# (those of runs/experiments/NAME-SCALE[-TAG]/units.json that the published
+# results/NAME_SCALE[-TAG].json lacks) to results/partial/NAME_SCALE[-TAG].units.json, where
+# `pathcond run` picks them up on the next machine. Commit results/partial/ afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python - <<'PY'
-import json
 import re
 from pathlib import Path
 
-from pathcond.experiments._io import atomic_write_json
+from pathcond.experiments._io import atomic_write_json, pack_tables, read_units
 
 for units_file in sorted(Path("runs/experiments").glob("*/units.json")):
     match = re.fullmatch(r"(.+)-(smoke|cpu|full)(?:-(.+))?", units_file.parent.name)
@@ -18,14 +17,15 @@ for units_file in sorted(Path("runs/experiments").glob("*/units.json")):
         continue
     name, scale, tag = match.groups()
     label = scale if tag is None else f"{scale}-{tag}"
-    units = json.loads(units_file.read_text(encoding="utf-8")).get("units", {})
-    published = Path("results") / f"{name}_{label}.json"
-    if published.is_file():
-        kept = json.loads(published.read_text(encoding="utf-8")).get("units", {})
-        if all(key in kept for key in units):
-            continue
-    if units:
-        target = Path("results") / "partial" / f"{name}_{label}.units.json"
-        atomic_write_json(target, {"units": units}, indent=None)
-        print(f"{target}: {len(units)} finished units of {units_file.parent}")
+    units = read_units(units_file) or {}
+    kept = read_units(Path("results") / f"{name}_{label}.json") or {}
+    missing = {key: entry for key, entry in units.items() if kept.get(key) != entry}
+    target = Path("results") / "partial" / f"{name}_{label}.units.json"
+    if missing:
+        atomic_write_json(target, {"units": pack_tables(missing)}, indent=None)
+        print(f"{target}: {len(missing)} finished units of {units_file.parent} "
+              f"not in results/{name}_{label}.json")
+    elif target.is_file():
+        target.unlink()
+        print(f"{target}: removed (results/{name}_{label}.json holds every unit)")
 PY

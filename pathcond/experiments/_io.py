@@ -18,9 +18,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "jsonable"]
+__all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "jsonable",
+           "pack_tables", "read_units", "unpack_tables"]
 
 UNITS_FILE = "units.json"
+#: The key of a packed table (:func:`pack_tables`); no result uses it for anything else.
+COLUMNS = "__columns__"
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -69,6 +72,51 @@ def compact(value: Any, digits: int = 10) -> Any:
     return value
 
 
+def pack_tables(value: Any) -> Any:
+    """``value`` with every list of two or more dicts sharing the same keys (in the same
+    order), such as a per-epoch history, stored by columns: ``{"__columns__": {key:
+    [values]}}``. A third smaller on disk for training histories; :func:`unpack_tables`
+    restores ``value`` exactly."""
+    if isinstance(value, Mapping):
+        return {k: pack_tables(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        rows = list(value)
+        if len(rows) >= 2 and all(isinstance(r, Mapping) for r in rows):
+            keys = list(rows[0])
+            if keys and all(list(r) == keys for r in rows[1:]):
+                return {COLUMNS: {k: [pack_tables(r[k]) for r in rows] for k in keys}}
+        return [pack_tables(v) for v in rows]
+    return value
+
+
+def unpack_tables(value: Any) -> Any:
+    """The inverse of :func:`pack_tables` (values never packed pass through unchanged)."""
+    if isinstance(value, dict):
+        if len(value) == 1 and COLUMNS in value and isinstance(value[COLUMNS], dict):
+            columns = {k: unpack_tables(v) for k, v in value[COLUMNS].items()}
+            n = len(next(iter(columns.values()))) if columns else 0
+            return [{k: col[i] for k, col in columns.items()} for i in range(n)]
+        return {k: unpack_tables(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unpack_tables(v) for v in value]
+    return value
+
+
+def read_units(path: str | Path) -> dict[str, Any] | None:
+    """The ``units`` of a store or published results file (tables unpacked), or ``None``
+    when the file is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return dict(unpack_tables(data.get("units") or {}))
+
+
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> None:
     """Write ``obj`` as JSON, atomically."""
     atomic_write_text(path, json.dumps(jsonable(obj), indent=indent) + "\n")
@@ -83,9 +131,11 @@ class UnitStore:
         resume: keep the units already in the file; ``False`` starts empty.
     """
 
-    def __init__(self, out_dir: str | Path, header: Mapping[str, Any], *, resume: bool) -> None:
+    def __init__(self, out_dir: str | Path, header: Mapping[str, Any], *, resume: bool,
+                 read_only: bool = False) -> None:
         self.path = Path(out_dir) / UNITS_FILE
         self.header = jsonable(dict(header))
+        self.read_only = read_only
         self.units: dict[str, dict[str, Any]] = {}
         if resume and self.path.is_file():
             try:
@@ -94,7 +144,7 @@ class UnitStore:
                 data = {}
             old = data.get("header", {}) if isinstance(data, dict) else {}
             if old.get("experiment") == self.header.get("experiment"):
-                self.units = dict(data.get("units", {}))
+                self.units = dict(unpack_tables(data.get("units", {})))
 
     def get(self, key: str, spec: Mapping[str, Any]) -> Any | None:
         """The result of unit ``key`` if it was finished with the same ``spec``."""
@@ -114,8 +164,13 @@ class UnitStore:
         self.flush()
 
     def flush(self) -> None:
-        """Write the store to disk."""
-        atomic_write_json(self.path, {"header": self.header, "units": self.units}, indent=None)
+        """Write the store to disk (histories packed by :func:`pack_tables`), unless it is
+        read-only (a process that only draws, beside one that trains into the same
+        directory)."""
+        if self.read_only:
+            return
+        atomic_write_json(self.path, {"header": self.header, "units": pack_tables(self.units)},
+                          indent=None)
 
     def run(self, key: str, spec: Mapping[str, Any], fn: Callable[[], Any]) -> Any:
         """The stored result of ``key``, or ``fn()`` stored and returned."""
@@ -129,15 +184,11 @@ class UnitStore:
         """Copy into this store the units of another store file that this one lacks (an
         experiment sharing units with another, e.g. App M with Fig 5); a unit is still used
         only if its spec matches. Returns the number of units copied."""
-        p = Path(path)
-        if not p.is_file():
-            return 0
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        units = read_units(path)
+        if units is None:
             return 0
         count = 0
-        for key, entry in dict(data.get("units", {})).items():
+        for key, entry in units.items():
             if key not in self.units:
                 self.units[key] = entry
                 count += 1

@@ -188,6 +188,8 @@ def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataS
     cached = ctx.store.get(key, spec)
     if cached is not None:
         return dict(cached)
+    if not ctx.may_train(key):
+        return None
     cfg = validate_config(dict(config), f"{ctx.name}:{key}")
     run_dir = ctx.out_dir / "runs" / _safe(key)
     log = ctx.log if ctx.progress else (lambda _m: None)
@@ -428,6 +430,8 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
     cached = ctx.store.get(key, full_spec)
     if cached is not None:
         return dict(cached)
+    if not ctx.may_train(key):
+        return None
     run_dir = ctx.out_dir / "runs" / _safe(key)
     state_path = run_dir / "state.pt"
     torch.manual_seed(seed)

@@ -26,6 +26,10 @@ def run_command(
                                    "(default), or start from scratch")] = True,
     progress: Annotated[bool, typer.Option("--progress/--quiet",
                                            help="one line per unit and epoch on stderr")] = True,
+    train: Annotated[bool, typer.Option(
+        "--train/--no-train", help="train what is not finished (default), or only draw the "
+                                   "figure and summary from the finished units (a progress "
+                                   "report of a long run, safe while it trains)")] = True,
     publish_results: Annotated[bool, typer.Option(
         "--publish", help="copy the summary to results/ and the figure to docs/figures/")
     ] = False,
@@ -58,7 +62,8 @@ def run_command(
                        f"{' and '.join(RUNTIME_KEYS)} need no tag)", err=True)
             raise typer.Exit(2)
         result = run_experiment(experiment, scale=scale, out_dir=out, resume=resume,
-                                progress=progress, overrides=overrides, tag=tag)
+                                progress=progress, overrides=overrides, tag=tag,
+                                train=train)
     except PathcondError as exc:
         text = str(exc).strip().splitlines()
         typer.echo(f"error: {text[0] if text else type(exc).__name__}", err=True)

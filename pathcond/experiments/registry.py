@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ._io import UnitStore, atomic_write_json, compact, jsonable
+from ._io import UnitStore, atomic_write_json, compact, jsonable, pack_tables, read_units
 
 __all__ = ["EXPERIMENTS", "SCALES", "ExperimentInfo", "ExperimentResult", "RunContext",
            "experiment_config", "experiments_dir", "list_experiments", "publish",
@@ -149,7 +149,9 @@ class RunContext:
     store: UnitStore
     resume: bool = True
     progress: bool = True
+    train: bool = True
     messages: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -165,6 +167,13 @@ class RunContext:
         if message not in self.messages:
             self.messages.append(message)
         self.log(message)
+
+    def may_train(self, key: str) -> bool:
+        """Whether the unfinished training unit ``key`` may be trained now; with
+        ``train=False`` it is recorded as skipped (the summary is then partial)."""
+        if not self.train:
+            self.skipped.append(key)
+        return self.train
 
     def figure_path(self, suffix: str = "") -> Path:
         """``<out_dir>/<name>[_suffix].png``."""
@@ -216,7 +225,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
                    overrides: Mapping[str, Any] | None = None,
                    config_dir: str | Path | None = None,
                    tag: str | None = None,
-                   results_dir: str | Path = "results") -> ExperimentResult:
+                   results_dir: str | Path = "results",
+                   train: bool = True) -> ExperimentResult:
     """Run experiment ``name`` at ``scale`` and draw its figure.
 
     Args:
@@ -239,6 +249,11 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
             unfinished run, kept across machines) are reused where their specs match, so a
             fresh clone redraws a published figure, or continues a long run, without
             recomputing.
+        train: ``False`` trains nothing: training units not finished yet are skipped and the
+            figure and summary are drawn from the finished ones (``summary["complete"]`` is
+            false, ``summary["units_skipped"]`` counts the rest): a progress report of a
+            long run, safe beside the process that trains into the same directory (the
+            store is not written). Needs ``resume``.
 
     Returns:
         The summary (numbers for the results page), figure paths and timing. Units that
@@ -246,6 +261,9 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         ``summary["messages"]`` and ``summary["complete"]`` is false.
     """
     info = experiment_config(name, config_dir)
+    if not train and not resume:
+        raise ConfigError("drawing without training (--no-train) needs the finished units: "
+                          "drop --restart")
     if tag is not None and not re.fullmatch(r"[A-Za-z0-9_-]+", tag):
         raise ConfigError(f"tag {tag!r} may hold only letters, digits, '_' and '-'")
     known = set(info.params(scale))
@@ -272,9 +290,9 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
 
         torch.set_num_threads(int(params["threads"]))
     header = {"experiment": name, "scale": scale}
-    store = UnitStore(out, header, resume=resume)
+    store = UnitStore(out, header, resume=resume, read_only=not train)
     ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
-                     resume=resume, progress=progress)
+                     resume=resume, progress=progress, train=train)
     if resume:  # units kept in the repository: published results, then partial runs
         label = scale if tag is None else f"{scale}-{tag}"
         for kept in (Path(results_dir) / f"{name}_{label}.json",
@@ -293,6 +311,11 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     start = time.perf_counter()
     summary = dict(runner(ctx))
     summary.setdefault("complete", not ctx.messages)
+    if ctx.skipped:
+        summary["complete"] = False
+        summary["units_skipped"] = len(ctx.skipped)
+        ctx.note(f"drawn from the finished units only (--no-train): {len(ctx.skipped)} "
+                 f"training units not finished yet, first {ctx.skipped[0]}")
     summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
     summary = {"experiment": name, "title": info.title, "scale": scale,
                "source": info.source, "claim": info.claim, "params": jsonable(params),
@@ -315,14 +338,10 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     (``docs/figures/<figure>_<scale>[-<tag>].png``) into the repository."""
     results, figures = Path(results_dir), Path(figures_dir)
     written = []
-    units_path = result.out_dir / "units.json"
-    units: Any = {}
-    if units_path.is_file():
-        import json
-
-        units = json.loads(units_path.read_text(encoding="utf-8")).get("units", {})
+    units = read_units(result.out_dir / "units.json") or {}
     target = results / f"{result.name}_{result.label}.json"
-    atomic_write_json(target, {"summary": compact(result.summary), "units": units}, indent=None)
+    atomic_write_json(target, {"summary": compact(result.summary),
+                               "units": pack_tables(units)}, indent=None)
     written.append(target)
     figures.mkdir(parents=True, exist_ok=True)
     for fig in result.figures:

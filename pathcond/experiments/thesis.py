@@ -126,9 +126,11 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
     seeds = [int(s) for s in p["seeds"]]
     methods = [str(m) for m in p["methods"]]
     runs: dict[str, Any] = {}
-    for lr in lrs:
-        for label in methods:
-            for seed in seeds:
+    # Seeds outermost: an interrupted run (the full grid spans sessions on a CPU) already
+    # holds every method x lr at the seeds it finished.
+    for seed in seeds:
+        for lr in lrs:
+            for label in methods:
                 rec = _train_one(ctx, data, label, lr, seed, widths, int(p["epochs"]))
                 if rec is not None:
                     runs[run_key(label, f"lr={lr}", f"seed={seed}")] = rec

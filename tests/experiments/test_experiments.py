@@ -20,7 +20,7 @@ from pathcond.experiments import (
     publish,
     run_experiment,
 )
-from pathcond.experiments._io import UnitStore, atomic_write_json
+from pathcond.experiments._io import UnitStore, atomic_write_json, read_units
 
 ALL = list_experiments()
 
@@ -108,7 +108,7 @@ def test_fig4_points_and_fig1_claims(smoke: dict[str, Any]) -> None:
 def test_enorm_paper_setting_is_a_no_op_on_mlp_bn(smoke: dict[str, Any]) -> None:
     """With BatchNorm excluded, ENorm has nothing to balance in MLP_BN (every hidden unit is
     rescaled only through BatchNorm): its run equals the baseline's."""
-    units = json.loads((smoke["root"] / "fig2" / "units.json").read_text())["units"]
+    units = read_units(smoke["root"] / "fig2" / "units.json") or {}
     base = next(v for k, v in units.items() if "/baseline/" in k)["result"]["history"]
     enorm = next(v for k, v in units.items() if "/enorm/" in k)["result"]["history"]
     assert [r["train_loss"] for r in base] == [r["train_loss"] for r in enorm]
@@ -240,3 +240,57 @@ def test_fresh_directory_reuses_published_and_partial_units(smoke: dict[str, Any
     again = json.loads((tmp_path / "fresh2" / "units.json").read_text())["units"]
     key = next(iter(kept))
     assert again[key] == kept[key] and set(again) == set(units)
+
+
+def test_no_train_draws_from_finished_units_only(smoke: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    """--no-train: a progress report of a long run. Units not finished are skipped (counted,
+    the summary partial), the figure is drawn from the others, nothing is written to the
+    run's store and nothing is trained."""
+    units = json.loads((smoke["results"]["fig5"].out_dir / "units.json").read_text())["units"]
+    trained = [k for k in units if not k.startswith("rescale/")]
+    out = tmp_path / "report"
+    keep = {k: v for k, v in units.items() if k.startswith("rescale/") or k == trained[0]}
+    atomic_write_json(out / "units.json", {"header": {"experiment": "fig5", "scale": "smoke"},
+                                           "units": keep})
+    before = (out / "units.json").read_bytes()
+    result = run_experiment("fig5", scale="smoke", out_dir=out, progress=False, train=False,
+                            results_dir=tmp_path / "none")
+    assert not result.complete
+    assert result.summary["units_skipped"] == len(trained) - 1
+    assert any("--no-train" in m for m in result.summary["messages"])
+    assert (out / "fig5.png").is_file() and (out / "summary.json").is_file()
+    assert (out / "units.json").read_bytes() == before
+    assert not (out / "runs").exists()
+    with pytest.raises(ConfigError, match="no-train"):
+        run_experiment("fig5", scale="smoke", out_dir=out, progress=False, train=False,
+                       resume=False)
+
+
+def test_cli_no_train(smoke: dict[str, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pathcond.cli import app
+
+    res = CliRunner().invoke(app, ["run", "gsgd_mnist", "--scale", "smoke", "--no-train",
+                                   "--out", str(tmp_path / "g"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "partial" in res.output and "--no-train" in res.output
+
+
+def test_grids_run_seeds_outermost(tmp_path: Path) -> None:
+    """An interrupted grid holds whole seeds (every method x lr); Fig 5 leaves its costliest
+    k (the smallest) for after every other k at every seed."""
+    run_experiment("thesis_mnist", scale="smoke", out_dir=tmp_path / "t", progress=False,
+                   overrides={"seeds": [0, 1], "methods": ["sgd", "weightfix_ones"],
+                              "lrs": [0.1, 0.01]})
+    keys = list(json.loads((tmp_path / "t" / "units.json").read_text())["units"])
+    seeds = [k.rsplit("seed=", 1)[1] for k in keys]
+    assert seeds == sorted(seeds) and len(keys) == 8
+    run_experiment("fig5", scale="smoke", out_dir=tmp_path / "f", progress=False,
+                   overrides={"seeds": [0, 1]})
+    keys = [k for k in json.loads((tmp_path / "f" / "units.json").read_text())["units"]
+            if not k.startswith("rescale/")]
+    ks = [k.split("/")[0] for k in keys]
+    assert ks == ["k=7"] * 4 + ["k=2"] * 4
+    assert [k.rsplit("seed=", 1)[1] for k in keys[:4]] == ["0", "0", "1", "1"]
