@@ -293,21 +293,22 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     store = UnitStore(out, header, resume=resume, read_only=not train)
     ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
                      resume=resume, progress=progress, train=train)
-    if resume:  # units kept in the repository: published results, then partial runs
-        label = scale if tag is None else f"{scale}-{tag}"
-        for kept in (Path(results_dir) / f"{name}_{label}.json",
-                     Path(results_dir) / "partial" / f"{name}_{label}.units.json"):
+    label = scale if tag is None else f"{scale}-{tag}"
+    if resume:
+        # Units kept in the repository (published results, then partial runs), this
+        # experiment's and those of another with the same units (e.g. App M and Fig 5,
+        # whose finished units are also read from its default output directory).
+        sources = [Path(results_dir) / f"{name}_{label}.json",
+                   Path(results_dir) / "partial" / f"{name}_{label}.units.json"]
+        for other in params.get("share_units_with") or []:
+            sources += [out.parent / f"{other}-{label}" / "units.json",
+                        Path(results_dir) / f"{other}_{label}.json",
+                        Path(results_dir) / "partial" / f"{other}_{label}.units.json"]
+        for kept in sources:
             found = store.adopt(kept)
             if found:
                 store.flush()  # the output directory holds every unit it uses
                 ctx.log(f"reusing {found} units kept in {kept}")
-    for other in params.get("share_units_with") or []:
-        # Another experiment with the same units (e.g. App M and Fig 5): reuse what it has
-        # finished, from its default output directory beside this one.
-        suffix = scale if tag is None else f"{scale}-{tag}"
-        found = store.adopt(out.parent / f"{other}-{suffix}" / "units.json") if resume else 0
-        if found:
-            ctx.log(f"reusing {found} units of {other}")
     start = time.perf_counter()
     summary = dict(runner(ctx))
     summary.setdefault("complete", not ctx.messages)

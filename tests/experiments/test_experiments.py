@@ -294,3 +294,14 @@ def test_grids_run_seeds_outermost(tmp_path: Path) -> None:
     ks = [k.split("/")[0] for k in keys]
     assert ks == ["k=7"] * 4 + ["k=2"] * 4
     assert [k.rsplit("seed=", 1)[1] for k in keys[:4]] == ["0", "0", "1", "1"]
+
+
+def test_shared_units_are_reused_from_published_results(smoke: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """App M shares Fig 5's units: on a fresh clone it redraws from results/fig5_*.json
+    (the output directory of Fig 5 is not there) without training."""
+    results = tmp_path / "results"
+    publish(smoke["results"]["fig5"], results_dir=results, figures_dir=tmp_path / "figs")
+    result = run_experiment("app_m", scale="smoke", out_dir=tmp_path / "runs" / "app_m-smoke",
+                            progress=False, results_dir=results, train=False)
+    assert result.complete, result.summary["messages"]
