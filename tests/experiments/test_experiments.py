@@ -305,3 +305,18 @@ def test_shared_units_are_reused_from_published_results(smoke: dict[str, Any],
     result = run_experiment("app_m", scale="smoke", out_dir=tmp_path / "runs" / "app_m-smoke",
                             progress=False, results_dir=results, train=False)
     assert result.complete, result.summary["messages"]
+
+
+@pytest.mark.parametrize("name", ["thesis_mnist", "thesis_cifar"])
+def test_thesis_grids_name_known_methods_at_every_scale(name: str) -> None:
+    """The full scale never runs in the tests: its method list is checked here."""
+    from pathcond.experiments.thesis import LABELS, METHOD_SPECS
+
+    info = experiment_config(name)
+    for scale in SCALES:
+        methods = info.params(scale)["methods"]
+        assert methods and set(methods) <= set(METHOD_SPECS), (scale, methods)
+        assert set(methods) <= set(LABELS)
+    thesis_own = {"sgd", "gsgd_ones", "weightfix_ones", "weightfix_not1", "adam",
+                  "weightfix_adam_ones", "gadam_ones"}
+    assert thesis_own <= set(info.params("full")["methods"])
