@@ -340,6 +340,10 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     results, figures = Path(results_dir), Path(figures_dir)
     written = []
     units = read_units(result.out_dir / "units.json") or {}
+    for other in result.summary.get("params", {}).get("share_units_with") or []:
+        # kept once, in the other experiment's file (read from there by a rerun)
+        theirs = read_units(results / f"{other}_{result.label}.json") or {}
+        units = {k: v for k, v in units.items() if theirs.get(k) != v}
     target = results / f"{result.name}_{result.label}.json"
     atomic_write_json(target, {"summary": compact(result.summary),
                                "units": pack_tables(units)}, indent=None)

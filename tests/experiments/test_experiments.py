@@ -305,6 +305,8 @@ def test_shared_units_are_reused_from_published_results(smoke: dict[str, Any],
     result = run_experiment("app_m", scale="smoke", out_dir=tmp_path / "runs" / "app_m-smoke",
                             progress=False, results_dir=results, train=False)
     assert result.complete, result.summary["messages"]
+    publish(result, results_dir=results, figures_dir=tmp_path / "figs")
+    assert read_units(results / "app_m_smoke.json") == {}  # kept once, in Fig 5's file
 
 
 @pytest.mark.parametrize("name", ["thesis_mnist", "thesis_cifar"])
