@@ -30,6 +30,10 @@ def run_command(
         "--train/--no-train", help="train what is not finished (default), or only draw the "
                                    "figure and summary from the finished units (a progress "
                                    "report of a long run, safe while it trains)")] = True,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", help="train only the units whose key has one of these comma-separated "
+                       "parts (repeatable, all must match), e.g. --only seed=0 --only "
+                       "k=7,k=4; the rest is drawn as with --no-train")] = None,
     publish_results: Annotated[bool, typer.Option(
         "--publish", help="copy the summary to results/ and the figure to docs/figures/")
     ] = False,
@@ -63,7 +67,7 @@ def run_command(
             raise typer.Exit(2)
         result = run_experiment(experiment, scale=scale, out_dir=out, resume=resume,
                                 progress=progress, overrides=overrides, tag=tag,
-                                train=train)
+                                train=train, only=[o.split(",") for o in only or []])
     except PathcondError as exc:
         text = str(exc).strip().splitlines()
         typer.echo(f"error: {text[0] if text else type(exc).__name__}", err=True)

@@ -78,10 +78,10 @@ def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, An
     seeds = [int(s) for s in p["seeds"]]
     stop = bool(p.get("stop_at_target", True))
     runs: dict[str, Any] = {}
-    for lr in lrs:
-        for depth in depths:
-            for label, method in methods:
-                for seed in seeds:
+    for seed in seeds:  # seeds outermost: an interrupted sweep holds whole seeds
+        for lr in lrs:
+            for depth in depths:
+                for label, method in methods:
                     key = run_key(f"depth={depth}", f"lr={lr}", label, f"seed={seed}")
                     rec = train_unit(ctx, key, _config(p, depth, lr, method, label, seed, n_in),
                                      data, stop_at=("train_acc", target) if stop else None,

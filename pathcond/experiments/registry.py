@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +150,7 @@ class RunContext:
     resume: bool = True
     progress: bool = True
     train: bool = True
+    only: tuple[frozenset[str], ...] = ()
     messages: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -169,11 +170,15 @@ class RunContext:
         self.log(message)
 
     def may_train(self, key: str) -> bool:
-        """Whether the unfinished training unit ``key`` may be trained now; with
-        ``train=False`` it is recorded as skipped (the summary is then partial)."""
-        if not self.train:
-            self.skipped.append(key)
-        return self.train
+        """Whether the unfinished training unit ``key`` may be trained now: not with
+        ``train=False``, nor when ``only`` excludes it (every group of ``only`` must name
+        one of the key's ``/``-separated parts). A unit that may not is recorded as skipped
+        (the summary is then partial)."""
+        parts = set(key.split("/"))
+        if self.train and all(parts & group for group in self.only):
+            return True
+        self.skipped.append(key)
+        return False
 
     def figure_path(self, suffix: str = "") -> Path:
         """``<out_dir>/<name>[_suffix].png``."""
@@ -226,7 +231,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
                    config_dir: str | Path | None = None,
                    tag: str | None = None,
                    results_dir: str | Path = "results",
-                   train: bool = True) -> ExperimentResult:
+                   train: bool = True,
+                   only: Sequence[Sequence[str]] = ()) -> ExperimentResult:
     """Run experiment ``name`` at ``scale`` and draw its figure.
 
     Args:
@@ -254,6 +260,10 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
             false, ``summary["units_skipped"]`` counts the rest): a progress report of a
             long run, safe beside the process that trains into the same directory (the
             store is not written). Needs ``resume``.
+        only: train only the units whose key has, for every group, one of its parts (e.g.
+            ``[["seed=0"], ["k=7", "k=4"]]``: seed 0 at k = 7 or 4); the others are skipped
+            as with ``train=False``. Runs a chosen part of a long experiment first, in the
+            same output directory and results.
 
     Returns:
         The summary (numbers for the results page), figure paths and timing. Units that
@@ -291,8 +301,12 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         torch.set_num_threads(int(params["threads"]))
     header = {"experiment": name, "scale": scale}
     store = UnitStore(out, header, resume=resume, read_only=not train)
+    groups = tuple(frozenset(str(p).strip() for p in group if str(p).strip())
+                   for group in only)
+    if any(not g for g in groups):
+        raise ConfigError("--only needs unit key parts such as seed=0 or k=7,k=4")
     ctx = RunContext(info=info, scale=scale, params=params, out_dir=out, store=store,
-                     resume=resume, progress=progress, train=train)
+                     resume=resume, progress=progress, train=train, only=groups)
     label = scale if tag is None else f"{scale}-{tag}"
     if resume:
         # Units kept in the repository (published results, then partial runs), this
@@ -315,8 +329,10 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     if ctx.skipped:
         summary["complete"] = False
         summary["units_skipped"] = len(ctx.skipped)
-        ctx.note(f"drawn from the finished units only (--no-train): {len(ctx.skipped)} "
-                 f"training units not finished yet, first {ctx.skipped[0]}")
+        why = "--no-train" if not train else "--only " + " ".join(
+            ",".join(sorted(g)) for g in groups)
+        ctx.note(f"drawn with {len(ctx.skipped)} training units not finished ({why}), "
+                 f"first {ctx.skipped[0]}")
     summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
     summary = {"experiment": name, "title": info.title, "scale": scale,
                "source": info.source, "claim": info.claim, "params": jsonable(params),

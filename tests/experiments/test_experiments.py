@@ -322,3 +322,36 @@ def test_thesis_grids_name_known_methods_at_every_scale(name: str) -> None:
     thesis_own = {"sgd", "gsgd_ones", "weightfix_ones", "weightfix_not1", "adam",
                   "weightfix_adam_ones", "gadam_ones"}
     assert thesis_own <= set(info.params("full")["methods"])
+
+
+def test_only_trains_the_chosen_units_first(tmp_path: Path) -> None:
+    """--only: a chosen part of a long experiment, in its own output directory; the rest
+    follows in a later run that keeps what was finished."""
+    out = tmp_path / "fig5"
+    part = run_experiment("fig5", scale="smoke", out_dir=out, progress=False,
+                          overrides={"seeds": [0, 1]}, only=[["seed=1"], ["k=7", "k=4"]])
+    trained = [k for k in read_units(out / "units.json") or {} if not k.startswith("rescale/")]
+    assert trained == ["k=7/lr=0.01/baseline/seed=1", "k=7/lr=0.01/pathcond/seed=1"]
+    assert not part.complete and part.summary["units_skipped"] == 6
+    assert any("--only" in m and "seed=1" in m for m in part.summary["messages"])
+    kept = (read_units(out / "units.json") or {})[trained[0]]
+    rest = run_experiment("fig5", scale="smoke", out_dir=out, progress=False,
+                          overrides={"seeds": [0, 1]})
+    assert rest.complete
+    assert (read_units(out / "units.json") or {})[trained[0]] == kept
+    with pytest.raises(ConfigError, match="--only"):
+        run_experiment("fig5", scale="smoke", out_dir=out, progress=False, only=[[" "]])
+
+
+def test_cli_only(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pathcond.cli import app
+
+    res = CliRunner().invoke(app, ["run", "fig5", "--scale", "smoke", "--only", "k=7",
+                                   "--out", str(tmp_path / "f"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "partial" in res.output and "--only k=7" in res.output
+    trained = [k for k in read_units(tmp_path / "f" / "units.json") or {}
+               if not k.startswith("rescale/")]
+    assert trained and all(k.startswith("k=7/") for k in trained)
