@@ -32,15 +32,14 @@ mkdir -p runs/experiments
 export OMP_NUM_THREADS=1
 run() { nice -n 10 .venv/bin/pathcond run "$@" --scale full --publish; }
 
+# fig1, thesis_fixed_value and gsgd_mnist are done (results/*_full.json; rerun them with
+# `pathcond run NAME --scale full --publish`, which redraws from the published units).
 lane_a() {
-  run fig1
-  run thesis_fixed_value
   run thesis_mnist --only seed=0
   run fig2 --set data.name=mnist --tag mnist
   run thesis_mnist
 }
 lane_b() {
-  run gsgd_mnist
   run fig5 --only k=7,k=4
   run thesis_cifar --set data.name=fashion_mnist --tag fashion --only seed=0
   run fig5

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 import re
 from pathlib import Path
 
+from pathcond.errors import PathcondError
+from pathcond.experiments import experiment_config
 from pathcond.experiments._io import atomic_write_json, pack_tables, read_units
 
 for units_file in sorted(Path("runs/experiments").glob("*/units.json")):
@@ -18,7 +20,15 @@ for units_file in sorted(Path("runs/experiments").glob("*/units.json")):
     name, scale, tag = match.groups()
     label = scale if tag is None else f"{scale}-{tag}"
     units = read_units(units_file) or {}
+    try:  # units shared with another experiment (App M: Fig 5's) are kept in its files
+        others = list(experiment_config(name).params(scale).get("share_units_with") or [])
+    except PathcondError:
+        others = []
     kept = read_units(Path("results") / f"{name}_{label}.json") or {}
+    for other in others:
+        kept.update(read_units(Path("results") / f"{other}_{label}.json") or {})
+        kept.update(read_units(Path("results") / "partial" / f"{other}_{label}.units.json")
+                    or {})
     missing = {key: entry for key, entry in units.items() if kept.get(key) != entry}
     target = Path("results") / "partial" / f"{name}_{label}.units.json"
     if missing:
