@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ._train import run_key
 
@@ -53,6 +56,14 @@ def log_scale(ax: Any) -> None:
 def save(fig: Any, path: Path) -> Path:
     """Save a figure as PNG (atomically) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:  # a panel of a run still in progress (--no-train) may have no data
+        if not (np.isfinite(ax.dataLim.get_points()).all() or ax.images or ax.texts):
+            ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center",
+                    va="center", color="0.4")
+    if fig.get_layout_engine() is None:  # panels' labels and the suptitle never overlap
+        with warnings.catch_warnings():  # a figure tight_layout cannot fit stays as drawn
+            warnings.simplefilter("ignore", UserWarning)
+            fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)
