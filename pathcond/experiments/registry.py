@@ -201,6 +201,9 @@ class ExperimentResult:
     figures: list[Path]
     seconds: float
     tag: str | None = None  # a named variant (parameters overridden), e.g. "fashion"
+    #: every finished unit the run used (also those a read-only --no-train run did not
+    #: write to its directory): what :func:`publish` copies
+    units: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def label(self) -> str:
@@ -345,7 +348,8 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     atomic_write_json(out / "summary.json", compact(summary))
     ctx.log(f"done in {seconds:.1f} s; summary {out / 'summary.json'}"
             + "".join(f"; figure {p}" for p in figures))
-    return ExperimentResult(name, scale, out, summary, figures, seconds, tag)
+    return ExperimentResult(name, scale, out, summary, figures, seconds, tag,
+                            units=dict(store.units))
 
 
 def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
@@ -355,7 +359,7 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     (``docs/figures/<figure>_<scale>[-<tag>].png``) into the repository."""
     results, figures = Path(results_dir), Path(figures_dir)
     written = []
-    units = read_units(result.out_dir / "units.json") or {}
+    units = dict(result.units) or read_units(result.out_dir / "units.json") or {}
     for other in result.summary.get("params", {}).get("share_units_with") or []:
         # kept once, in the other experiment's file (read from there by a rerun)
         theirs = read_units(results / f"{other}_{result.label}.json") or {}

@@ -262,6 +262,17 @@ def test_no_train_draws_from_finished_units_only(smoke: dict[str, Any],
     assert (out / "fig5.png").is_file() and (out / "summary.json").is_file()
     assert (out / "units.json").read_bytes() == before
     assert not (out / "runs").exists()
+    # publishing the report keeps every unit it used, though none was written to `out`
+    elsewhere = run_experiment("fig5", scale="smoke", out_dir=tmp_path / "fresh",
+                               progress=False, train=False, results_dir=out.parent / "r0")
+    assert all(k.startswith("rescale/") for k in elsewhere.units)  # computed, not trained
+    assert not (tmp_path / "fresh" / "units.json").exists()
+    publish(result, results_dir=tmp_path / "r", figures_dir=tmp_path / "figs")
+    assert read_units(tmp_path / "r" / "fig5_smoke.json") == read_units(out / "units.json")
+    again = run_experiment("fig5", scale="smoke", out_dir=tmp_path / "fresh2", progress=False,
+                           train=False, results_dir=tmp_path / "r")
+    publish(again, results_dir=tmp_path / "r2", figures_dir=tmp_path / "figs")
+    assert read_units(tmp_path / "r2" / "fig5_smoke.json") == read_units(out / "units.json")
     with pytest.raises(ConfigError, match="no-train"):
         run_experiment("fig5", scale="smoke", out_dir=out, progress=False, train=False,
                        resume=False)
