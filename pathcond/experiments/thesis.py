@@ -134,11 +134,16 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
                 rec = _train_one(ctx, data, label, lr, seed, widths, int(p["epochs"]))
                 if rec is not None:
                     runs[run_key(label, f"lr={lr}", f"seed={seed}")] = rec
+    # An unfinished grid is summarised over the seeds it finished in every cell (so that
+    # every method x lr averages the same runs); a seed of no cell is used if none is whole.
+    whole = [s for s in seeds if all(run_key(m, f"lr={lr}", f"seed={s}") in runs
+                                     for m in methods for lr in lrs)]
+    used = whole or seeds
     table: dict[str, Any] = {}
     for label in methods:
         per_lr = {}
         for lr in lrs:
-            recs = [runs[k] for s in seeds if (k := run_key(label, f"lr={lr}", f"seed={s}"))
+            recs = [runs[k] for s in used if (k := run_key(label, f"lr={lr}", f"seed={s}"))
                     in runs]
             curves = [[r.get("val_loss") for r in rec["history"] if r.get("epoch", 0) >= 1]
                       for rec in recs]
@@ -155,7 +160,7 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
         table[label] = {"per_lr": per_lr, "best_lr": best,
                         "best_val_loss": ok[best]["best_val_loss"] if best else None}
     n_units = len(lrs) * len(methods) * len(seeds)
-    return {"table": table, "widths": widths, "data": data.describe(),
+    return {"table": table, "widths": widths, "data": data.describe(), "seeds_used": used,
             "complete": len(runs) == n_units}
 
 
@@ -183,10 +188,10 @@ def run_thesis_cifar(ctx: RunContext) -> dict[str, Any]:
     return _grid(ctx)
 
 
-def _curves_at(ax: Any, ctx: RunContext, label: str, lr: float, key: str = "val_loss",
-               style: str = "-") -> None:
+def _curves_at(ax: Any, ctx: RunContext, seeds: list[int], label: str, lr: float,
+               key: str = "val_loss", style: str = "-") -> None:
     curves = []
-    for s in ctx.params["seeds"]:
+    for s in seeds:
         k = run_key(label, f"lr={lr}", f"seed={s}")
         rec = ctx.store.results(k).get(k)
         if rec is not None:
@@ -202,6 +207,7 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
     table = summary["table"]
     methods = [m for m in ctx.params["methods"] if m in table]
     lrs = [float(x) for x in ctx.params["lrs"]]
+    seeds = [int(s) for s in summary.get("seeds_used", ctx.params["seeds"])]
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     panels = [
         ("fig 4.1/4.4: best validation loss vs lr", methods),
@@ -223,7 +229,7 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
         for label in labels:
             best = table.get(label, {}).get("best_lr")
             if best is not None:
-                _curves_at(ax, ctx, label, float(best))
+                _curves_at(ax, ctx, seeds, label, float(best))
         ax.set(xlabel="epoch", ylabel="validation loss", yscale="log", title=ttl)
         _legend(ax, 7)
     small = [lr for lr in lrs if lr <= 1e-3]
@@ -232,12 +238,14 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
                            (axes[1][2], small[:1] if small else [], "small lr")):
         for lr in group:
             for label in methods:
-                _curves_at(ax, ctx, label, lr)
+                _curves_at(ax, ctx, seeds, label, lr)
         ax.set(xlabel="epoch", ylabel="validation loss", yscale="log",
                title=f"fig 4.3: {ttl} {group}")
         _legend(ax, 7)
+    partial = "" if summary.get("complete", True) else \
+        f"; UNFINISHED: seeds {seeds} of {len(ctx.params['seeds'])}"
     fig.suptitle(f"{title} ({ctx.scale} scale; {summary.get('data', '')}; "
-                 f"widths {summary.get('widths')})", fontsize=10)
+                 f"widths {summary.get('widths')}{partial})", fontsize=10)
     return [save(fig, ctx.figure_path())]
 
 
@@ -408,8 +416,9 @@ def draw_gsgd_mnist(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     lr = float(ctx.params["lr"])
     for label in ctx.params["methods"]:
-        _curves_at(axes[0], ctx, str(label), lr, key="test_acc")
-        _curves_at(axes[1], ctx, str(label), lr, key="train_loss")
+        seeds = [int(x) for x in ctx.params["seeds"]]
+        _curves_at(axes[0], ctx, seeds, str(label), lr, key="test_acc")
+        _curves_at(axes[1], ctx, seeds, str(label), lr, key="train_loss")
     axes[0].axhline(0.9764, ls=":", color=COLORS["gsgd"], label="G-SGD paper 97.64%")
     axes[0].axhline(0.9737, ls=":", color=COLORS["sgd"], label="SGD in the paper 97.37%")
     axes[0].set(xlabel="epoch", ylabel="test accuracy", ylim=(0.95, 0.99),

@@ -366,3 +366,22 @@ def test_cli_only(tmp_path: Path) -> None:
     trained = [k for k in read_units(tmp_path / "f" / "units.json") or {}
                if not k.startswith("rescale/")]
     assert trained and all(k.startswith("k=7/") for k in trained)
+
+
+def test_unfinished_grid_is_summarised_over_its_whole_seeds(tmp_path: Path) -> None:
+    """A thesis grid with seed 0 finished everywhere and seed 1 in one cell only averages
+    seed 0 alone, so that every method x lr compares the same runs."""
+    over = {"seeds": [0, 1], "methods": ["sgd", "weightfix_ones"], "lrs": [0.1]}
+    out = tmp_path / "t"
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False, overrides=over,
+                   only=[["seed=0"]])
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False, overrides=over,
+                   only=[["seed=1"], ["sgd"]])
+    part = run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False,
+                          overrides=over, train=False)
+    assert not part.complete and part.summary["seeds_used"] == [0]
+    assert part.summary["table"]["sgd"]["per_lr"]["0.1"]["runs"] == 1
+    whole = run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False,
+                           overrides=over)
+    assert whole.complete and whole.summary["seeds_used"] == [0, 1]
+    assert whole.summary["table"]["sgd"]["per_lr"]["0.1"]["runs"] == 2
