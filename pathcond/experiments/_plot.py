@@ -53,9 +53,13 @@ def log_scale(ax: Any) -> None:
     ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
-def save(fig: Any, path: Path) -> Path:
-    """Save a figure as PNG (atomically) and close it."""
+def save(fig: Any, path: Path, *, note: str = "") -> Path:
+    """Save a figure as PNG (atomically) and close it; ``note`` (e.g. that the run is
+    unfinished) is added under the title."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if note:
+        title = fig.get_suptitle()
+        fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
     for ax in fig.axes:  # a panel of a run still in progress (--no-train) may have no data
         if not (np.isfinite(ax.dataLim.get_points()).all() or ax.images or ax.texts):
             ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center",

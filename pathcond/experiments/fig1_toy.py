@@ -314,4 +314,4 @@ def draw_fig1(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     else:
         axes[3].axis("off")
     fig.suptitle(f"Fig 1 toy: one ReLU neuron, GD lr {ctx.params['lr']} ({ctx.scale} scale)")
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

@@ -163,7 +163,7 @@ def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     log_scale(axes[2])
     fig.suptitle(f"Fig 2: MLP_BN, SGD lr {lr} ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -188,7 +188,7 @@ def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
         _curves(ax, ctx, depths[0], lr, "train_acc", "training accuracy")
     fig.suptitle(f"App K: MLP_BN learning rates ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 # ------------------------------------------------------- investigation: BatchNorm handling
@@ -272,4 +272,4 @@ def draw_fig2_bn(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig.suptitle(f"Fig 2 investigation: BatchNorm handling, MLP_BN depth {ctx.params['depth']}, "
                  f"lr {ctx.params['lr']} ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

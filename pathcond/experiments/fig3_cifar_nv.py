@@ -165,7 +165,7 @@ def draw_fig3(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     _panel(axes[2], ctx, lr, "test_acc", "test accuracy")
     fig.suptitle(f"Fig 3: CIFAR-NV ({ctx.scale} scale; {summary.get('data', '')}; "
                  f"channels {ctx.params.get('channels', 'full')})", fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 def draw_app_l(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -179,4 +179,4 @@ def draw_app_l(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
         _panel(axes[1][j], ctx, lr, "test_acc", "test accuracy")
     fig.suptitle(f"App L: CIFAR-NV learning rates ({ctx.scale} scale; "
                  f"{summary.get('data', '')})", fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

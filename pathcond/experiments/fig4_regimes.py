@@ -159,4 +159,4 @@ def draw_fig4(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig.suptitle(f"Fig 4: depth {p['depth']}, mean width {p['mean_width']}, "
                  f"{p['repeats']} repeats x {p['concentrations']} concentrations "
                  f"({ctx.scale} scale)")
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

@@ -160,7 +160,7 @@ def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     _legend(ax, 8)
     fig.suptitle(f"Fig 5: MNIST autoencoder, baseline vs PathCond at init ({ctx.scale} scale: "
                  f"{ctx.params['epochs']} epochs, {summary.get('data', '')})", fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 def draw_app_m(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -176,4 +176,4 @@ def draw_app_m(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     fig.suptitle(f"App M: learning rates and rescaling size ({ctx.scale} scale, "
                  f"{ctx.params['epochs']} epochs); u_inf {[fmt_ms(u) for u in us]}",
                  fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

@@ -153,6 +153,7 @@ class RunContext:
     only: tuple[frozenset[str], ...] = ()
     messages: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unfinished: str = ""  # set before drawing when units are missing: said on the figures
 
     @property
     def name(self) -> str:
@@ -336,6 +337,9 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
             ",".join(sorted(g)) for g in groups)
         ctx.note(f"drawn with {len(ctx.skipped)} training units not finished ({why}), "
                  f"first {ctx.skipped[0]}")
+    if not summary["complete"]:
+        ctx.unfinished = "UNFINISHED: drawn from the finished units" + (
+            f" ({len(ctx.skipped)} training units to go)" if ctx.skipped else "")
     summary["messages"] = list(ctx.messages) + list(summary.get("messages", []))
     summary = {"experiment": name, "title": info.title, "scale": scale,
                "source": info.source, "claim": info.claim, "params": jsonable(params),

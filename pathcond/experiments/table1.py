@@ -107,4 +107,4 @@ def draw_table1(ctx: Any, summary: dict[str, Any]) -> list[Any]:
     tab.set_fontsize(9)
     tab.scale(1, 1.3)
     ax.set_title(f"Table 1: parameters, hidden units, paths ({ctx.scale} scale)")
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

@@ -243,10 +243,10 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
                title=f"fig 4.3: {ttl} {group}")
         _legend(ax, 7)
     partial = "" if summary.get("complete", True) else \
-        f"; UNFINISHED: seeds {seeds} of {len(ctx.params['seeds'])}"
+        f"; seeds {seeds} of {len(ctx.params['seeds'])}"
     fig.suptitle(f"{title} ({ctx.scale} scale; {summary.get('data', '')}; "
                  f"widths {summary.get('widths')}{partial})", fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 def draw_thesis_mnist(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
@@ -319,7 +319,7 @@ def draw_thesis_fixed_value(ctx: RunContext, summary: dict[str, Any]) -> list[Pa
            title=f"fig 4.7: median val loss after {ctx.params['epochs']} epochs "
                  f"({ctx.scale} scale)")
     fig.colorbar(im, ax=ax, label="log10 validation loss (white: diverged)")
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 # --------------------------------------------------------------------- loss surfaces
@@ -379,7 +379,7 @@ def draw_thesis_surfaces(ctx: RunContext, summary: dict[str, Any]) -> list[Path]
     axes[1][3].text(0.0, 0.5, "eq. (1.20), autograd:\nmax relative error of the gradient\n"
                     f"scaling = {summary['gradient_scaling_max_rel_error']:.2e}", fontsize=11)
     fig.suptitle("Thesis figs 1.5, 1.6, 4.9: loss surfaces with L(y) = sin(y), x = 1")
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
 # ------------------------------------------------------------------------------ G-SGD
@@ -428,4 +428,4 @@ def draw_gsgd_mnist(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     _legend(axes[1], 7)
     fig.suptitle(f"G-SGD claim: MNIST 784-64x4-10 no bias, lr {lr}, batch 64 "
                  f"({ctx.scale} scale)", fontsize=10)
-    return [save(fig, ctx.figure_path())]
+    return [save(fig, ctx.figure_path(), note=ctx.unfinished)]

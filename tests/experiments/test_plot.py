@@ -23,3 +23,20 @@ def test_empty_panels_say_so_and_the_png_is_written(tmp_path: Path) -> None:
     path = save(fig, tmp_path / "f.png")
     assert path.is_file() and path.stat().st_size > 0
     assert texts == [[], ["no finished runs yet"], ["no finished runs yet"]]
+
+
+def test_note_goes_under_the_title(tmp_path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    fig.suptitle("Fig 5")
+    titles: list[str] = []
+    original = fig.savefig
+
+    def spy(*args: object, **kwargs: object) -> None:
+        titles.append(fig.get_suptitle())
+        original(*args, **kwargs)
+
+    fig.savefig = spy  # type: ignore[method-assign]
+    save(fig, tmp_path / "f.png", note="UNFINISHED")
+    assert titles == ["Fig 5\nUNFINISHED"]
