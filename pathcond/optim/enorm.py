@@ -137,6 +137,13 @@ class ENorm:
         self._in_reduce = tuple(self._incoming_reduce(s) for s in self.structure.slots)
         self._out_reduce = tuple(self._outgoing_reduce(s) for s in self.structure.slots)
         self._blocks = self._make_blocks()
+        # A block with no included incoming (or no outgoing) entry can never balance (its
+        # ratio is 0/0 or x/0, left alone by _factor): step() skips it, with the same result
+        # (e.g. every block of a BatchNorm MLP when BatchNorm is excluded, the paper setting).
+        self._live = tuple(
+            any(self._included[i] and self._in_reduce[i] is not None for i in b.incoming)
+            and any(self._included[i] and self._out_reduce[i] is not None for i in b.outgoing)
+            for b in self._blocks)
         st = self.structure
         self._dst_ext = [None if t.dst is None else st.ext(t.dst) for t in st.slots]
         self._src_ext = [None if t.src is None else st.ext(t.src) for t in st.slots]
@@ -265,7 +272,9 @@ class ENorm:
         total = torch.zeros(h, dtype=torch.float64, device=st.device)
         balanced = torch.zeros(h + 1, dtype=torch.bool, device=st.device)
         dtype = st.slots[0].param.dtype if st.slots else torch.float64
-        for block in self._blocks:
+        for block, live in zip(self._blocks, self._live, strict=True):
+            if not live:
+                continue
             inc, out = self._sums(block.incoming, block.outgoing)
             logs, ok = self._factor(inc, out, block.mask)
             balanced |= ok

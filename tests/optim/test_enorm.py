@@ -212,3 +212,23 @@ def test_bad_options():
     for kwargs in ({"c": 0.0}, {"p": -1.0}, {"every": 0}, {"schedule": "random"}):
         with pytest.raises(ValueError):
             ENorm(model, (3,), **kwargs)
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_skipping_blocks_that_cannot_balance_changes_nothing(exclude):
+    """Blocks with no included incoming entry (BatchNorm units with BatchNorm excluded) are
+    skipped by step(); running them anyway gives bitwise the same parameters and report."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(4, 6, bias=False), nn.BatchNorm1d(6), nn.ReLU(),
+                          nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).double()
+    model[1].weight.data.uniform_(0.5, 2.0)
+    fast = quiet_enorm(model, (4,), c=1.3, exclude_batchnorm=exclude)
+    slow_model = copy.deepcopy(model)
+    slow = quiet_enorm(slow_model, (4,), c=1.3, exclude_batchnorm=exclude)
+    assert (not all(fast._live)) == exclude and any(fast._live)
+    slow._live = (True,) * len(slow._live)
+    for _ in range(3):
+        a, b = fast.step(), slow.step()
+        assert torch.equal(a.log_scales, b.log_scales) and a.balanced == b.balanced
+    for p, q in zip(model.parameters(), slow_model.parameters(), strict=True):
+        assert torch.equal(p, q)
