@@ -102,19 +102,22 @@ def unpack_tables(value: Any) -> Any:
     return value
 
 
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing, unreadable or not one."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_units(path: str | Path) -> dict[str, Any] | None:
     """The ``units`` of a store or published results file (tables unpacked), or ``None``
     when the file is missing or unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    return dict(unpack_tables(data.get("units") or {}))
+    data = _read_object(Path(path))
+    return None if data is None else dict(unpack_tables(data.get("units") or {}))
 
 
 def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> None:
@@ -137,14 +140,10 @@ class UnitStore:
         self.header = jsonable(dict(header))
         self.read_only = read_only
         self.units: dict[str, dict[str, Any]] = {}
-        if resume and self.path.is_file():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            old = data.get("header", {}) if isinstance(data, dict) else {}
-            if old.get("experiment") == self.header.get("experiment"):
-                self.units = dict(unpack_tables(data.get("units", {})))
+        data = _read_object(self.path) if resume else None
+        if data is not None and dict(data.get("header") or {}).get("experiment") == \
+                self.header.get("experiment"):
+            self.units = dict(unpack_tables(data.get("units") or {}))
 
     def get(self, key: str, spec: Mapping[str, Any]) -> Any | None:
         """The result of unit ``key`` if it was finished with the same ``spec``."""
