@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import PathcondError
 from ._io import UNITS_FILE, atomic_write_json, pack_tables, read_units
-from .registry import experiment_config
+from .registry import experiment_config, partial_path, published_path
 
 __all__ = ["KeptUnits", "keep_partial"]
 
@@ -55,12 +55,12 @@ def keep_partial(runs_root: str | Path = "runs/experiments",
         name, scale, tag = match.groups()
         label = scale if tag is None else f"{scale}-{tag}"
         units = read_units(units_file) or {}
-        kept = dict(read_units(results / f"{name}_{label}.json") or {})
+        kept = dict(read_units(published_path(results, name, label)) or {})
         for other in _shared_with(name, scale):
-            kept.update(read_units(results / f"{other}_{label}.json") or {})
-            kept.update(read_units(results / "partial" / f"{other}_{label}.units.json") or {})
+            kept.update(read_units(published_path(results, other, label)) or {})
+            kept.update(read_units(partial_path(results, other, label)) or {})
         missing = {key: entry for key, entry in units.items() if kept.get(key) != entry}
-        target = results / "partial" / f"{name}_{label}.units.json"
+        target = partial_path(results, name, label)
         removed = False
         if missing:
             atomic_write_json(target, {"units": pack_tables(missing)}, indent=None)

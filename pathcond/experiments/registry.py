@@ -186,6 +186,18 @@ class RunContext:
         return self.out_dir / f"{self.name}{'_' + suffix if suffix else ''}.png"
 
 
+def published_path(results_dir: str | Path, name: str, label: str) -> Path:
+    """``<results_dir>/<name>_<label>.json``: an experiment's published summary and units
+    (``label``: the scale, or ``scale-tag`` for a variant)."""
+    return Path(results_dir) / f"{name}_{label}.json"
+
+
+def partial_path(results_dir: str | Path, name: str, label: str) -> Path:
+    """``<results_dir>/partial/<name>_<label>.units.json``: the finished units of an
+    unfinished run, kept in the repository between machines."""
+    return Path(results_dir) / "partial" / f"{name}_{label}.units.json"
+
+
 #: Parameters every experiment takes that change where and how fast it runs, not what it
 #: computes: overriding them makes no variant.
 RUNTIME_KEYS = ("threads", "device")
@@ -316,12 +328,12 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         # Units kept in the repository (published results, then partial runs), this
         # experiment's and those of another with the same units (e.g. App M and Fig 5,
         # whose finished units are also read from its default output directory).
-        sources = [Path(results_dir) / f"{name}_{label}.json",
-                   Path(results_dir) / "partial" / f"{name}_{label}.units.json"]
+        sources = [published_path(results_dir, name, label),
+                   partial_path(results_dir, name, label)]
         for other in params.get("share_units_with") or []:
             sources += [out.parent / f"{other}-{label}" / "units.json",
-                        Path(results_dir) / f"{other}_{label}.json",
-                        Path(results_dir) / "partial" / f"{other}_{label}.units.json"]
+                        published_path(results_dir, other, label),
+                        partial_path(results_dir, other, label)]
         for kept in sources:
             found = store.adopt(kept)
             if found:
@@ -366,9 +378,9 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     units = dict(result.units) or read_units(result.out_dir / "units.json") or {}
     for other in result.summary.get("params", {}).get("share_units_with") or []:
         # kept once, in the other experiment's file (read from there by a rerun)
-        theirs = read_units(results / f"{other}_{result.label}.json") or {}
+        theirs = read_units(published_path(results, other, result.label)) or {}
         units = {k: v for k, v in units.items() if theirs.get(k) != v}
-    target = results / f"{result.name}_{result.label}.json"
+    target = published_path(results, result.name, result.label)
     atomic_write_json(target, {"summary": compact(result.summary),
                                "units": pack_tables(units)}, indent=None)
     written.append(target)
