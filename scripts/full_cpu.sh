@@ -8,7 +8,7 @@
 #   fig1                  ~1.5 h   (400 random inits, lr 1e-3, up to 500k GD steps each)   done
 #   thesis_fixed_value    ~1 h     (5 lr x 5 values x 5 seeds x 20 epochs)                   done
 #   gsgd_mnist            ~5 h     (6 methods x 5 seeds x 100 epochs, 60k MNIST)            done
-#   thesis_mnist          ~2.5 h a seed (8 methods x 5 lr x 150 epochs), 10 seeds
+#   thesis_mnist          ~2.2 h a seed (8 methods x 5 lr x 150 epochs), 10 seeds
 #   fig5                  k = 7, 4: ~8 h (3 lr x 2 methods x 3 seeds x 500 epochs, 60k
 #                         images); k = 2: ~9 h; k = 1 (run last): ~27 h
 #   fig2 on MNIST         ~12-20 h (5 methods x 6 depths x 3 seeds, width 500, 60k images,
@@ -34,9 +34,13 @@ run() { nice -n 10 .venv/bin/pathcond run "$@" --scale full --publish; }
 
 # fig1, thesis_fixed_value and gsgd_mnist are done (results/*_full.json; rerun them with
 # `pathcond run NAME --scale full --publish`, which redraws from the published units).
+fig2_mnist() { run fig2 --set data.name=mnist --tag mnist "$@"; }
 lane_a() {
   run thesis_mnist --only seed=0
-  run fig2 --set data.name=mnist --tag mnist
+  fig2_mnist --only depth=3                  # the paper's strongest claim, all seeds
+  fig2_mnist --only baseline,pathcond        # the headline comparison at every depth
+  run thesis_mnist --only seed=1,seed=2      # spreads over seeds
+  fig2_mnist
   run thesis_mnist
 }
 lane_b() {

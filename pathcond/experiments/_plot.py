@@ -21,7 +21,7 @@ COLORS = {
     "enorm_bn": "tab:olive", "enorm_epoch": "tab:cyan", "gsgd": "tab:purple",
     "weightfix": "gold", "weightfix_not1": "tab:brown", "adam": "tab:gray",
     "weightfix_adam": "tab:pink", "gadam": "black", "pathsgd": "tab:cyan",
-    "gsgd_ones": "magenta", "sgd_ones": "navy", "weightfix_ones": "darkorange",
+    "gsgd_ones": "magenta", "sgd_ones": "navy", "adam_ones": "limegreen", "weightfix_ones": "darkorange",
     "weightfix_adam_ones": "hotpink",
     "gsgd_ones_all": "darkviolet", "sgd_ones_all": "teal", "gadam_ones": "dimgray",
     "pathcond_adam": "salmon",

@@ -56,7 +56,10 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
     "gsgd_ones": ("sgd", None, {"name": "gspace", "skeleton": {"value": 1.0}, "init": "keep"}),
     "gadam_ones": ("adam", None, {"name": "gspace", "skeleton": {"value": 1.0},
                                   "init": "keep"}),
+    # controls: the same starting point as Fixed SGD / Fixed Adam, nothing frozen (separates
+    # the value 1 from the removal of the symmetry)
     "sgd_ones": ("sgd", None, {"name": "baseline", "skeleton": {"value": 1.0}}),
+    "adam_ones": ("adam", None, {"name": "baseline", "skeleton": {"value": 1.0}}),
     # every skeleton weight 1, the first layer's diagonal (G-space roots) included: the
     # G-SGD paper's initialisation, GSGD(init="ones")
     "gsgd_ones_all": ("sgd", {"name": "gsgd", "init": "ones"}, None),
@@ -75,7 +78,7 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
 }
 LABELS = {"sgd": "SGD", "adam": "Adam", "weightfix_ones": "Fixed SGD",
           "weightfix_adam_ones": "Fixed Adam", "gsgd_ones": "G-SGD", "gadam_ones": "G-Adam",
-          "sgd_ones": "SGD, skeleton := 1", "weightfix_not1": "Fixed SGD (not 1)",
+          "sgd_ones": "SGD, skeleton := 1", "adam_ones": "Adam, skeleton := 1", "weightfix_not1": "Fixed SGD (not 1)",
           "gsgd_ones_all": "G-SGD, skeleton and roots := 1",
           "sgd_ones_all": "SGD, skeleton and roots := 1",
           "gsgd": "G-SGD (rescaled to 1)", "weightfix": "Fixed SGD (rescaled to 1)",
@@ -161,7 +164,40 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
                         "best_val_loss": ok[best]["best_val_loss"] if best else None}
     n_units = len(lrs) * len(methods) * len(seeds)
     return {"table": table, "widths": widths, "data": data.describe(), "seeds_used": used,
-            "complete": len(runs) == n_units}
+            "complete": len(runs) == n_units,
+            "signal_at_init": _signal_at_init(data, widths, seeds[:5])}
+
+
+def _signal_at_init(data: Any, widths: list[int], seeds: list[int],
+                    n: int = 1000) -> dict[str, Any]:
+    """Per layer, the RMS of the pre-activations and the norm of the loss gradient at the
+    starting point, from PyTorch's init and with the fixed weights := 1 (what Fixed SGD,
+    Fixed Adam and their ``*_ones`` controls start from), averaged over ``seeds`` on the
+    first ``n`` training images: why the value 1 matters (thesis section 4.2.1)."""
+    from ..optim import init_skeleton
+
+    x, y = data.train_x[:n], data.train_y[:n]
+    out: dict[str, Any] = {"images": int(len(x)), "seeds": seeds}
+    for name, ones in (("pytorch_init", False), ("fixed_weights_ones", True)):
+        rms, grads = [], []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = MLP(widths, bias=False)
+            if ones:
+                init_skeleton(model, tuple(data.input_shape), value=1.0, roots=False)
+            linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+            seen: list[float] = []
+            hooks = [m.register_forward_hook(
+                lambda _m, _i, o: seen.append(float(o.detach().pow(2).mean().sqrt())))
+                for m in linears]
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            for h in hooks:
+                h.remove()
+            rms.append(seen)
+            grads.append([float(m.weight.grad.norm()) for m in linears])
+        out[name] = {"preactivation_rms": np.mean(rms, axis=0).round(6).tolist(),
+                     "grad_norm": np.mean(grads, axis=0).round(6).tolist()}
+    return out
 
 
 def _mean_curve(curves: list[list[Any]]) -> list[float | None]:
@@ -212,8 +248,9 @@ def _draw_grid(ctx: RunContext, summary: dict[str, Any], title: str) -> list[Pat
     panels = [
         ("fig 4.1/4.4: best validation loss vs lr", methods),
         ("fig 4.2/4.5: validation loss at each method's best lr", methods),
-        ("fig 4.6: fixed weights set to one or not",
-         ["sgd", "weightfix_ones", "weightfix_not1", "weightfix"]),
+        ("fig 4.6: fixed weights := 1 or not; := 1 without fixing",
+         ["sgd", "weightfix_ones", "weightfix_not1", "sgd_ones", "weightfix",
+          "adam", "weightfix_adam_ones", "adam_ones"]),
         ("fig 4.10: SGD vs G-SGD vs Fixed SGD (best lr)", ["sgd", "gsgd_ones", "weightfix_ones"]),
     ]
     ax = axes[0][0]

@@ -335,6 +335,19 @@ def test_thesis_grids_name_known_methods_at_every_scale(name: str) -> None:
     assert thesis_own <= set(info.params("full")["methods"])
 
 
+def test_thesis_signal_at_init_shows_the_value_one(smoke: dict[str, Any]) -> None:
+    """PyTorch's init shrinks the signal layer by layer; the fixed weights := 1 (Fixed SGD's
+    starting point) keep it, and give much larger gradients."""
+    sig = smoke["results"]["thesis_mnist"].summary["signal_at_init"]
+    widths = smoke["results"]["thesis_mnist"].summary["widths"]
+    ref, ones = sig["pytorch_init"], sig["fixed_weights_ones"]
+    for rec in (ref, ones):
+        assert len(rec["preactivation_rms"]) == len(rec["grad_norm"]) == len(widths) - 1
+    assert ones["preactivation_rms"][0] == pytest.approx(ref["preactivation_rms"][0])
+    assert ones["preactivation_rms"][-1] > 5 * ref["preactivation_rms"][-1]
+    assert ones["grad_norm"][0] > 5 * ref["grad_norm"][0]
+
+
 def test_only_trains_the_chosen_units_first(tmp_path: Path) -> None:
     """--only: a chosen part of a long experiment, in its own output directory; the rest
     follows in a later run that keeps what was finished."""
