@@ -78,7 +78,8 @@ METHOD_SPECS: dict[str, tuple[str, Any, Any]] = {
 }
 LABELS = {"sgd": "SGD", "adam": "Adam", "weightfix_ones": "Fixed SGD",
           "weightfix_adam_ones": "Fixed Adam", "gsgd_ones": "G-SGD", "gadam_ones": "G-Adam",
-          "sgd_ones": "SGD, skeleton := 1", "adam_ones": "Adam, skeleton := 1", "weightfix_not1": "Fixed SGD (not 1)",
+          "sgd_ones": "SGD, skeleton := 1", "adam_ones": "Adam, skeleton := 1",
+          "weightfix_not1": "Fixed SGD (not 1)",
           "gsgd_ones_all": "G-SGD, skeleton and roots := 1",
           "sgd_ones_all": "SGD, skeleton and roots := 1",
           "gsgd": "G-SGD (rescaled to 1)", "weightfix": "Fixed SGD (rescaled to 1)",
@@ -187,14 +188,17 @@ def _signal_at_init(data: Any, widths: list[int], seeds: list[int],
                 init_skeleton(model, tuple(data.input_shape), value=1.0, roots=False)
             linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
             seen: list[float] = []
-            hooks = [m.register_forward_hook(
-                lambda _m, _i, o: seen.append(float(o.detach().pow(2).mean().sqrt())))
-                for m in linears]
+
+            def record(_m: Any, _i: Any, out: torch.Tensor, seen: list[float] = seen) -> None:
+                seen.append(float(out.detach().pow(2).mean().sqrt()))
+
+            hooks = [m.register_forward_hook(record) for m in linears]
             torch.nn.functional.cross_entropy(model(x), y).backward()
             for h in hooks:
                 h.remove()
             rms.append(seen)
-            grads.append([float(m.weight.grad.norm()) for m in linears])
+            grads.append([float(g.norm()) if (g := m.weight.grad) is not None else 0.0
+                          for m in linears])
         out[name] = {"preactivation_rms": np.mean(rms, axis=0).round(6).tolist(),
                      "grad_norm": np.mean(grads, axis=0).round(6).tolist()}
     return out
