@@ -140,6 +140,8 @@ class UnitStore:
         self.header = jsonable(dict(header))
         self.read_only = read_only
         self.units: dict[str, dict[str, Any]] = {}
+        #: keys of the units this run looked up with a matching spec or computed
+        self.used: set[str] = set()
         data = _read_object(self.path) if resume else None
         if data is not None and dict(data.get("header") or {}).get("experiment") == \
                 self.header.get("experiment"):
@@ -150,16 +152,21 @@ class UnitStore:
         entry = self.units.get(key)
         if entry is None or entry.get("spec") != jsonable(dict(spec)):
             return None
+        self.used.add(key)
         return entry.get("result")
 
     def done(self, key: str, spec: Mapping[str, Any]) -> bool:
         """Whether unit ``key`` is finished with this ``spec``."""
         entry = self.units.get(key)
-        return entry is not None and entry.get("spec") == jsonable(dict(spec))
+        found = entry is not None and entry.get("spec") == jsonable(dict(spec))
+        if found:
+            self.used.add(key)
+        return found
 
     def put(self, key: str, spec: Mapping[str, Any], result: Any) -> None:
         """Record a finished unit and write the store to disk (atomically)."""
         self.units[key] = {"spec": jsonable(dict(spec)), "result": compact(result)}
+        self.used.add(key)
         self.flush()
 
     def flush(self) -> None:
@@ -192,6 +199,12 @@ class UnitStore:
                 self.units[key] = entry
                 count += 1
         return count
+
+    def used_units(self) -> dict[str, dict[str, Any]]:
+        """The units this run used: what a published result must keep to be redrawn (not
+        the store's other units, e.g. stale specs or another run's units sharing the
+        directory)."""
+        return {k: v for k, v in self.units.items() if k in self.used}
 
     def results(self, prefix: str = "") -> dict[str, Any]:
         """Results of the units whose key starts with ``prefix``."""

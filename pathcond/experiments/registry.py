@@ -215,7 +215,8 @@ class ExperimentResult:
     seconds: float
     tag: str | None = None  # a named variant (parameters overridden), e.g. "fashion"
     #: every finished unit the run used (also those a read-only --no-train run did not
-    #: write to its directory): what :func:`publish` copies
+    #: write to its directory, and none of the directory's other units): what
+    #: :func:`publish` copies
     units: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -365,7 +366,7 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     ctx.log(f"done in {seconds:.1f} s; summary {out / 'summary.json'}"
             + "".join(f"; figure {p}" for p in figures))
     return ExperimentResult(name, scale, out, summary, figures, seconds, tag,
-                            units=dict(store.units))
+                            units=store.used_units())
 
 
 def publish(result: ExperimentResult, *, results_dir: str | Path = "results",

@@ -4,6 +4,7 @@ figure, and is resumable and deterministic; the CLI command; failure messages.""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,23 @@ def test_thesis_grids_name_known_methods_at_every_scale(name: str) -> None:
     thesis_own = {"sgd", "gsgd_ones", "weightfix_ones", "weightfix_not1", "adam",
                   "weightfix_adam_ones", "gadam_ones"}
     assert thesis_own <= set(info.params("full")["methods"])
+
+
+def test_publish_keeps_only_the_units_the_run_used(smoke: dict[str, Any],
+                                                  tmp_path: Path) -> None:
+    """A directory shared with another run (``--out``) or holding units of an older grid
+    publishes only what this run's figure and summary were made from."""
+    out = tmp_path / "shared"
+    shutil.copytree(smoke["root"] / "fig5", out)
+    data = json.loads((out / "units.json").read_text())
+    mine = set(read_units(out / "units.json") or {})
+    data["units"]["other/run"] = {"spec": {"x": 1}, "result": {"value": 0}}
+    atomic_write_json(out / "units.json", data)
+    result = run_experiment("fig5", scale="smoke", out_dir=out, progress=False,
+                            results_dir=tmp_path / "none")
+    assert set(result.units) == mine
+    publish(result, results_dir=tmp_path / "r", figures_dir=tmp_path / "figs")
+    assert set(read_units(tmp_path / "r" / "fig5_smoke.json") or {}) == mine
 
 
 def test_thesis_signal_at_init_shows_the_value_one(smoke: dict[str, Any]) -> None:
