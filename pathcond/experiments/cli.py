@@ -39,7 +39,8 @@ def run_command(
     ] = False,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="override a parameter of the scale, dotted, value in YAML: "
-                      "--set data.name=fashion_mnist (repeatable; use with --tag)")] = None,
+                      "--set data.name=fashion_mnist (repeatable; use with --tag; a "
+                      "mapping is merged into the one it overrides, a list replaces it)")] = None,
     tag: Annotated[str | None, typer.Option(
         "--tag", help="name of the variant made by --set: output runs/experiments/NAME-SCALE-"
                       "TAG, published as results/NAME_SCALE-TAG.json")] = None,
