@@ -270,6 +270,7 @@ def draw_fig2_bn(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     _legend(axes[0], 8)
     _legend(axes[1], 8)
     fig.suptitle(f"Fig 2 investigation: BatchNorm handling, MLP_BN depth {ctx.params['depth']}, "
-                 f"lr {ctx.params['lr']} ({ctx.scale} scale; {summary.get('data', '')})",
+                 f"lr {ctx.params['lr']}, {ctx.params['epochs']} epochs ({ctx.scale} scale; "
+                 f"{summary.get('data', '')})",
                  fontsize=10)
     return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
