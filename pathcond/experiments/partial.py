@@ -43,9 +43,10 @@ def _shared_with(name: str, scale: str) -> list[str]:
 def keep_partial(runs_root: str | Path = "runs/experiments",
                  results_dir: str | Path = "results") -> list[KeptUnits]:
     """Copy to ``results_dir/partial/`` the finished units of each run directory under
-    ``runs_root`` (``NAME-SCALE[-TAG]``) that are not already in its published results, nor
-    in those of an experiment it shares units with (App M: Fig 5's); delete a partial file
-    that the published results have made redundant."""
+    ``runs_root`` (``NAME-SCALE[-TAG]``) that are not already in its published results, in
+    those of a tagged variant of it at the same scale (run into the same directory with
+    ``--out``), nor in those of an experiment it shares units with (App M: Fig 5's); delete
+    a partial file that the published results have made redundant."""
     results = Path(results_dir)
     done: list[KeptUnits] = []
     for units_file in sorted(Path(runs_root).glob(f"*/{UNITS_FILE}")):
@@ -56,6 +57,10 @@ def keep_partial(runs_root: str | Path = "runs/experiments",
         label = scale if tag is None else f"{scale}-{tag}"
         units = read_units(units_file) or {}
         kept = dict(read_units(published_path(results, name, label)) or {})
+        # a tagged variant run into this directory (`--out`) published its own units
+        for variant in sorted(results.glob(f"{name}_{scale}-*.json")):
+            kept.update({k: v for k, v in (read_units(variant) or {}).items()
+                         if k not in kept})
         for other in _shared_with(name, scale):
             kept.update(read_units(published_path(results, other, label)) or {})
             kept.update(read_units(partial_path(results, other, label)) or {})

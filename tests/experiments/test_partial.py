@@ -43,3 +43,16 @@ def test_units_shared_with_another_experiment_are_not_copied(tmp_path: Path) -> 
     _write(results / "partial" / "fig5_cpu.units.json", _units("k=7/b"))
     (kept,) = keep_partial(runs, results)
     assert kept.units == 0 and not kept.target.exists()
+
+
+def test_units_published_by_a_tagged_variant_in_the_same_directory_are_not_copied(
+        tmp_path: Path) -> None:
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    _write(runs / "thesis_mnist-full" / "units.json", _units("sgd/0", "ctl/0", "sgd/1"),
+           header={})
+    _write(results / "thesis_mnist_full.json", _units("sgd/0"), summary={})
+    _write(results / "thesis_mnist_full-controls.json", _units("sgd/0", "ctl/0"), summary={})
+    _write(results / "thesis_mnist_cpu-controls.json", _units("sgd/1"), summary={})
+    (kept,) = keep_partial(runs, results)
+    assert kept.units == 1
+    assert set(read_units(kept.target) or {}) == {"sgd/1"}  # another scale's file is not it
