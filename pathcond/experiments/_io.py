@@ -147,21 +147,22 @@ class UnitStore:
                 self.header.get("experiment"):
             self.units = dict(unpack_tables(data.get("units") or {}))
 
-    def get(self, key: str, spec: Mapping[str, Any]) -> Any | None:
-        """The result of unit ``key`` if it was finished with the same ``spec``."""
+    def _matching(self, key: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The entry of unit ``key`` if it was finished with ``spec`` (then marked used)."""
         entry = self.units.get(key)
         if entry is None or entry.get("spec") != jsonable(dict(spec)):
             return None
         self.used.add(key)
-        return entry.get("result")
+        return entry
+
+    def get(self, key: str, spec: Mapping[str, Any]) -> Any | None:
+        """The result of unit ``key`` if it was finished with the same ``spec``."""
+        entry = self._matching(key, spec)
+        return None if entry is None else entry.get("result")
 
     def done(self, key: str, spec: Mapping[str, Any]) -> bool:
         """Whether unit ``key`` is finished with this ``spec``."""
-        entry = self.units.get(key)
-        found = entry is not None and entry.get("spec") == jsonable(dict(spec))
-        if found:
-            self.used.add(key)
-        return found
+        return self._matching(key, spec) is not None
 
     def put(self, key: str, spec: Mapping[str, Any], result: Any) -> None:
         """Record a finished unit and write the store to disk (atomically)."""
