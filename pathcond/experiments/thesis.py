@@ -456,8 +456,8 @@ def draw_gsgd_mnist(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     lr = float(ctx.params["lr"])
+    seeds = [int(x) for x in ctx.params["seeds"]]
     for label in ctx.params["methods"]:
-        seeds = [int(x) for x in ctx.params["seeds"]]
         _curves_at(axes[0], ctx, seeds, str(label), lr, key="test_acc")
         _curves_at(axes[1], ctx, seeds, str(label), lr, key="train_loss")
     axes[0].axhline(0.9764, ls=":", color=COLORS["gsgd"], label="G-SGD paper 97.64%")
