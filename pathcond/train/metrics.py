@@ -13,7 +13,12 @@ from typing import Any
 from ..errors import ConfigError
 from .checkpoint import atomic_write_text
 
-#: Columns of ``metrics.csv`` in order (``metrics.jsonl`` has the same keys).
+#: Columns of ``metrics.csv`` in order (``metrics.jsonl`` has the same keys). ``train_loss``
+#: and ``train_acc`` of epoch ``e >= 1`` are the means over that epoch's mini-batches, each
+#: measured in training mode before its optimizer step (the usual running figure); epoch 0
+#: is one evaluation of the whole training set, in eval mode, after the setup (for example
+#: the PathCond rescaling at initialisation). ``val_*`` and ``test_*`` are eval-mode
+#: evaluations at the end of the epoch.
 COLUMNS: tuple[str, ...] = (
     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
     "am_gm", "lr", "epoch_time", "eval_time", "rescale_time", "wall_time",
