@@ -11,6 +11,7 @@ from .errors import (
     NonFiniteParameterError,
     PathcondError,
     UnsupportedModelError,
+    UnsupportedOptimizerError,
 )
 from .graph import RescalingGraph, SupportReport, check_support, rescaling_graph
 from .lifting import lifting_parameters, num_paths, path_magnitudes, path_norm
@@ -32,6 +33,7 @@ __all__ = [
     "RescaleReport",
     "criterion", "rescale", "DatasetNotFoundError", "NonFiniteParameterError",
     "PathcondError", "RescalingGraph", "SupportReport", "UnsupportedModelError",
+    "UnsupportedOptimizerError",
     "apply_rescaling", "check_support", "lifting_parameters", "num_paths",
     "parameter_log_scales", "path_magnitudes", "path_norm", "rescaling_graph",
 ]

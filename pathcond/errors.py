@@ -32,3 +32,8 @@ class ConfigError(PathcondError):
 
 class CheckpointError(PathcondError):
     """A checkpoint is missing, truncated or corrupted."""
+
+
+class UnsupportedOptimizerError(PathcondError, ValueError):
+    """An optimizer keeps per-parameter state that pathcond cannot transport through a
+    rescaling (e.g. L-BFGS's flat history); the message names the state entry."""

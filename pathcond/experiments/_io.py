@@ -142,6 +142,10 @@ class UnitStore:
         self.units: dict[str, dict[str, Any]] = {}
         #: keys of the units this run looked up with a matching spec or computed
         self.used: set[str] = set()
+        #: keys of the units this run computed (and stored)
+        self.computed: set[str] = set()
+        #: keys of the units this run computed again because their spec had changed
+        self.replaced: list[str] = []
         data = _read_object(self.path) if resume else None
         if data is not None and dict(data.get("header") or {}).get("experiment") == \
                 self.header.get("experiment"):
@@ -166,8 +170,11 @@ class UnitStore:
 
     def put(self, key: str, spec: Mapping[str, Any], result: Any) -> None:
         """Record a finished unit and write the store to disk (atomically)."""
+        if key in self.units and key not in self.computed:
+            self.replaced.append(key)
         self.units[key] = {"spec": jsonable(dict(spec)), "result": compact(result)}
         self.used.add(key)
+        self.computed.add(key)
         self.flush()
 
     def flush(self) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data import DataSplits, load_dataset, to_autoencoding
 from ..errors import ConfigError, PathcondError
+from ._io import jsonable
 from .registry import RunContext
 
 __all__ = ["HISTORY_KEYS", "MethodUnavailable", "first_epoch_at", "get_data", "minimal_unit",
@@ -112,6 +113,25 @@ def get_data(spec: Mapping[str, Any]) -> DataSplits:
         splits = to_autoencoding(splits)
     _DATA_CACHE[key] = splits
     return splits
+
+
+def check_trainer_methods(ctx: RunContext, methods: Sequence[Any]) -> None:
+    """Raise :class:`ConfigError` (one line) unless every method is one the trainer knows,
+    with valid options: checked before the data is loaded or any unit is run."""
+    import pydantic
+
+    from ..train.config import MethodConfig
+
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(MethodConfig)
+    for method in methods:
+        try:
+            adapter.validate_python(method)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err.get("loc", ()) if not isinstance(x, int))
+            raise ConfigError(f"{ctx.name}: method {json.dumps(jsonable(method))}: "
+                              f"{where + ': ' if where else ''}"
+                              f"{str(err['msg']).removeprefix('Value error, ')}") from None
 
 
 def data_config(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,14 @@ from typing import Any
 
 from ._plot import COLORS, log_scale, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
-from ._train import data_config, get_data, minimal_unit, run_key, train_unit
+from ._train import (
+    check_trainer_methods,
+    data_config,
+    get_data,
+    minimal_unit,
+    run_key,
+    train_unit,
+)
 from .registry import RunContext
 
 __all__ = ["draw_app_k", "draw_fig2", "draw_fig2_bn", "run_app_k", "run_fig2", "run_fig2_bn"]
@@ -72,9 +79,10 @@ def _data(ctx: RunContext) -> tuple[Any, int]:
 
 def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, Any]:
     p = ctx.params
+    methods = _methods(p)
+    check_trainer_methods(ctx, [method for _, method in methods])
     data, n_in = _data(ctx)
     target = float(p.get("target", 0.99))
-    methods = _methods(p)
     seeds = [int(s) for s in p["seeds"]]
     stop = bool(p.get("stop_at_target", True))
     runs: dict[str, Any] = {}

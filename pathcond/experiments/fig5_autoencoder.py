@@ -20,7 +20,14 @@ import torch
 from ..models import get_model
 from ._plot import COLORS, fmt_ms, mean_std, pyplot, save, spearman
 from ._plot import legend as _legend
-from ._train import data_config, get_data, pathcond_report, run_key, train_unit
+from ._train import (
+    check_trainer_methods,
+    data_config,
+    get_data,
+    pathcond_report,
+    run_key,
+    train_unit,
+)
 from .registry import RunContext
 
 __all__ = ["draw_app_m", "draw_fig5", "run_app_m", "run_fig5"]
@@ -46,10 +53,11 @@ def _trainer_config(p: dict[str, Any], k: int, lr: float, method: Any, seed: int
 def run_fig5(ctx: RunContext) -> dict[str, Any]:
     """Train every k x lr x method x seed; PathCond's ||u||_inf for every k x seed."""
     p = ctx.params
+    methods, seeds = list(p["methods"]), [int(s) for s in p["seeds"]]
+    check_trainer_methods(ctx, methods)
     data = get_data({**p["data"], "task": "autoencoding"})
     ctx.log(data.describe())
     ks, lrs = [int(k) for k in p["ks"]], [float(x) for x in p["lrs"]]
-    methods, seeds = list(p["methods"]), [int(s) for s in p["seeds"]]
     rescale: dict[str, Any] = {}
     for k in ks:
         for seed in seeds:

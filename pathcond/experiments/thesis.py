@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..models import MLP
 from ._plot import COLORS, mean_std, pyplot, save
 from ._plot import legend as _legend
@@ -119,16 +120,26 @@ def _train_one(ctx: RunContext, data: Any, label: str, lr: float, seed: int,
                         else ("val",))
 
 
+def _labels(ctx: RunContext) -> list[str]:
+    """The run's ``methods``, each checked to be one of :data:`METHOD_SPECS`."""
+    labels = [str(m) for m in ctx.params["methods"]]
+    unknown = [m for m in labels if m not in METHOD_SPECS]
+    if unknown:
+        raise ConfigError(f"{ctx.name}: unknown method {unknown[0]!r}; methods: "
+                          f"{', '.join(METHOD_SPECS)}")
+    return labels
+
+
 def _grid(ctx: RunContext) -> dict[str, Any]:
     """Every method x lr x seed; per method, the lr with the best mean validation loss."""
     p = ctx.params
+    methods = _labels(ctx)
     data = get_data(p["data"])
     ctx.log(data.describe())
     n_in = int(np.prod(data.input_shape))
     widths = _widths(p, n_in)
     lrs = [float(x) for x in p["lrs"]]
     seeds = [int(s) for s in p["seeds"]]
-    methods = [str(m) for m in p["methods"]]
     runs: dict[str, Any] = {}
     # Seeds outermost: an interrupted run (the full grid spans sessions on a CPU) already
     # holds every method x lr at the seeds it finished.
@@ -429,13 +440,13 @@ def draw_thesis_surfaces(ctx: RunContext, summary: dict[str, Any]) -> list[Path]
 def run_gsgd_mnist(ctx: RunContext) -> dict[str, Any]:
     """G-SGD vs SGD on MNIST 784-64x4-10 without bias, lr 0.1, batch 64: test accuracy."""
     p = ctx.params
+    labels = _labels(ctx)
     data = get_data(p["data"])
     ctx.log(data.describe())
     widths = _widths(p, int(np.prod(data.input_shape)))
     lr = float(p["lr"])
     seeds = [int(s) for s in p["seeds"]]
     out: dict[str, Any] = {"lr": lr, "widths": widths, "data": data.describe()}
-    labels = [str(label) for label in p["methods"]]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     for seed in seeds:  # seeds outermost: a partial run already compares every method
         for label in labels:

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from ..graph import RescalingGraph, resolve_graph
-from ..rescale import transport_optimizer_state
+from ..rescale import check_optimizer_state, transport_optimizer_state
 from ..solver import group_blocks
 from ._structure import Slot, Structure
 
@@ -268,6 +268,8 @@ class ENorm:
         """One balancing cycle (every block once, eq. (2)); transports the attached
         optimizer's state. The function computed by the model is unchanged."""
         st = self.structure
+        if self.optimizer is not None and self.optimizer.state:  # fail before any change
+            check_optimizer_state(self.optimizer, (s.param for s in st.slots))
         h = st.num_groups
         total = torch.zeros(h, dtype=torch.float64, device=st.device)
         balanced = torch.zeros(h + 1, dtype=torch.bool, device=st.device)

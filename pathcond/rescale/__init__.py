@@ -1,10 +1,15 @@
 """Applying rescalings (to parameters, BatchNorm affine parameters and optimizer state) and
 the PathCond rescaling itself."""
 
-from .apply import apply_rescaling, parameter_log_scales, transport_optimizer_state
+from .apply import (
+    apply_rescaling,
+    check_optimizer_state,
+    parameter_log_scales,
+    transport_optimizer_state,
+)
 from .pathcond import CriterionValue, DeadGroup, RescaleReport, build_problem, criterion, rescale
 from .schedule import PathCondSchedule, ScheduleEvent
 
 __all__ = ["CriterionValue", "DeadGroup", "PathCondSchedule", "RescaleReport", "ScheduleEvent",
-           "apply_rescaling", "build_problem", "criterion", "parameter_log_scales", "rescale",
-           "transport_optimizer_state"]
+           "apply_rescaling", "build_problem", "check_optimizer_state", "criterion",
+           "parameter_log_scales", "rescale", "transport_optimizer_state"]

@@ -8,23 +8,26 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..errors import NonFiniteParameterError
+from ..errors import NonFiniteParameterError, UnsupportedOptimizerError
 from ..graph import RescalingGraph
 
 # How each optimizer state entry transforms under theta' = D theta (SPEC section 5):
-# gradients and first moments by D^-1, second moments by D^-2.
+# gradients and first moments by D^-1, second moments by D^-2, quantities in parameter
+# units (averages of the iterates, step sizes) by D.
 _STATE_POWERS: dict[str, float] = {
-    "momentum_buffer": -1.0,
-    "exp_avg": -1.0,
+    "momentum_buffer": -1.0,  # SGD, RMSprop
+    "exp_avg": -1.0,  # Adam, AdamW, NAdam, RAdam, Adamax
     "exp_avg_sq": -2.0,
-    "max_exp_avg_sq": -2.0,
-    "square_avg": -2.0,
-    "acc_delta": 2.0,
-    "sum": -2.0,
-    "prev": -1.0,
-    "ax": 1.0,
+    "max_exp_avg_sq": -2.0,  # amsgrad
+    "exp_inf": -1.0,  # Adamax: a running max of |gradient|
+    "square_avg": -2.0,  # RMSprop, Adadelta
+    "grad_avg": -1.0,  # centered RMSprop
+    "acc_delta": 2.0,  # Adadelta
+    "sum": -2.0,  # Adagrad
+    "prev": -1.0,  # Rprop: the previous gradient
+    "step_size": 1.0,  # Rprop: per-element step sizes
+    "ax": 1.0,  # ASGD: the averaged iterate
 }
-_STATE_SCALARS = {"step", "eta", "mu", "step_size"}
 
 
 def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
@@ -80,6 +83,8 @@ def apply_rescaling(model: nn.Module, graph: RescalingGraph, log_scales: torch.T
     if missing:
         raise ValueError(f"model has no parameter {missing[0]!r}: was the graph built from "
                          "another model?")
+    if optimizer is not None:  # before anything changes
+        check_optimizer_state(optimizer, (params[n] for n in scales))
     for name, log_scale in scales.items():
         p = params[name]
         p.mul_(torch.exp(log_scale).to(device=p.device, dtype=p.dtype))
@@ -87,25 +92,43 @@ def apply_rescaling(model: nn.Module, graph: RescalingGraph, log_scales: torch.T
         transport_optimizer_state(optimizer, ((params[n], s) for n, s in scales.items()))
 
 
+def _state_tensors(optimizer: torch.optim.Optimizer, p: torch.Tensor
+                   ) -> list[tuple[str, torch.Tensor]]:
+    """The per-element state tensors of ``p`` (scalars such as ``step`` left out)."""
+    state = optimizer.state.get(p) or {}
+    return [(k, v) for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim() > 0]
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer,
+                          parameters: Iterable[torch.Tensor]) -> None:
+    """Raise :class:`~pathcond.errors.UnsupportedOptimizerError` if the optimizer keeps
+    per-element state of one of ``parameters`` that :func:`transport_optimizer_state`
+    cannot transport (call it before changing the parameters)."""
+    if getattr(optimizer, "rescaling_invariant_state", False):
+        return
+    for p in parameters:
+        for key, _ in _state_tensors(optimizer, p):
+            if key not in _STATE_POWERS:
+                raise UnsupportedOptimizerError(
+                    f"{type(optimizer).__name__} keeps state '{key}' that pathcond does not "
+                    "know how to rescale: rescale before creating the optimizer, or create "
+                    "a new one after rescaling (supported state: "
+                    f"{', '.join(sorted(_STATE_POWERS))})")
+
+
 def transport_optimizer_state(optimizer: torch.optim.Optimizer,
                               parameter_scales: Iterable[tuple[nn.Parameter, torch.Tensor]]
                               ) -> None:
     """Rescale the optimizer state of each parameter whose values were multiplied by
-    ``exp(log_scale)``; unknown per-parameter tensors raise rather than go stale.
+    ``exp(log_scale)``; unknown per-parameter tensors raise (before any state changes)
+    rather than go stale.
     Optimizers whose state lives in a rescaling-invariant space (G-space methods declare
     ``rescaling_invariant_state = True``) are left alone."""
     if getattr(optimizer, "rescaling_invariant_state", False):
         return
-    for p, log_scale in parameter_scales:
-        state = optimizer.state.get(p)
-        if not state:
-            continue
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor) or value.dim() == 0 or key in _STATE_SCALARS:
-                continue
-            if key not in _STATE_POWERS:
-                raise ValueError(
-                    f"{type(optimizer).__name__} keeps state '{key}' that pathcond does not "
-                    "know how to rescale; reset the optimizer after rescaling instead")
+    pairs = list(parameter_scales)
+    check_optimizer_state(optimizer, (p for p, _ in pairs))  # all or nothing
+    for p, log_scale in pairs:
+        for key, value in _state_tensors(optimizer, p):
             factor = torch.exp(_STATE_POWERS[key] * log_scale)
             value.mul_(factor.to(device=value.device, dtype=value.dtype))

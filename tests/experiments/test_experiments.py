@@ -22,6 +22,7 @@ from pathcond.experiments import (
     run_experiment,
 )
 from pathcond.experiments._io import UnitStore, atomic_write_json, read_units
+from pathcond.experiments.registry import check_overrides
 
 ALL = list_experiments()
 
@@ -154,6 +155,7 @@ def test_unit_store_spec_change_recomputes(tmp_path: Path) -> None:
     assert again.run("a", {"n": 1}, lambda: calls.append(2) or 2.0) == 1.0
     assert again.run("a", {"n": 2}, lambda: calls.append(3) or 3.0) == 3.0
     assert calls == [1, 3]
+    assert again.replaced == ["a"] and again.computed == {"a"}
     assert UnitStore(tmp_path, {"experiment": "x"}, resume=False).units == {}
 
 
@@ -416,3 +418,92 @@ def test_unfinished_grid_is_summarised_over_its_whole_seeds(tmp_path: Path) -> N
                            overrides=over)
     assert whole.complete and whole.summary["seeds_used"] == [0, 1]
     assert whole.summary["table"]["sgd"]["per_lr"]["0.1"]["runs"] == 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_scale_passes_the_override_checks(name: str) -> None:
+    """The checks of --set accept every scale's own parameters."""
+    info = experiment_config(name)
+    for scale in info.scales:
+        params = info.params(scale)
+        check_overrides(params, params)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"seeds": "abc"}, "--set seeds=\"abc\": expected a non-empty list of non-negative"),
+    ({"seeds": 0}, "--set seeds=0: expected a non-empty list"),
+    ({"seeds": []}, "--set seeds=\\[\\]: expected a non-empty list"),
+    ({"seeds": [-1]}, "non-negative integers"),
+    ({"epochs": -1}, "--set epochs=-1: expected a positive integer"),
+    ({"epochs": "abc"}, "positive integer"),
+    ({"threads": 0}, "--set threads=0: expected a positive integer"),
+    ({"batch_size": 0}, "positive integer"),
+    ({"lrs": ["abc"]}, "--set lrs=\\[\"abc\"\\]: expected a non-empty list of positive numbers"),
+    ({"ks": ["abc"]}, "positive integers"),
+    ({"data": 3}, "--set data=3: expected a mapping"),
+    ({"data": {"name": 3}}, "--set data.name=3: expected a string"),
+    ({"lr_order": [0.1, "x"]}, "--set lr_order=\\[0.1, \"x\"\\]: expected a list"),
+])
+def test_bad_set_values_are_one_line_errors_and_write_nothing(tmp_path: Path,
+                                                             overrides: dict[str, Any],
+                                                             message: str) -> None:
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match=message) as err:
+        run_experiment("fig5", scale="smoke", out_dir=out, progress=False,
+                       overrides=overrides, tag="t")
+    assert "\n" not in str(err.value)
+    assert not out.exists()
+
+
+def test_a_failing_run_leaves_no_directory_it_made(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match="nope"):
+        run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False,
+                       overrides={"data": {"name": "nope"}}, tag="t")
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="nope"):
+        run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False,
+                       overrides={"methods": ["nope"]}, tag="t")
+    assert not out.exists()
+
+
+def test_output_directory_of_something_else_is_refused(smoke: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """--out naming another experiment's run, another scale's, or a directory holding other
+    files is refused before anything is written there (with --restart too)."""
+    theirs = smoke["root"] / "table1"
+    before = (theirs / "units.json").read_bytes(), (theirs / "summary.json").read_bytes()
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match="holds the run of table1 \\(smoke\\), "
+                                              "not of thesis_surfaces \\(smoke\\)"):
+            run_experiment("thesis_surfaces", scale="smoke", out_dir=theirs, progress=False,
+                           resume=resume)
+        with pytest.raises(ConfigError, match="not of table1 \\(cpu\\)"):
+            run_experiment("table1", scale="cpu", out_dir=theirs, progress=False,
+                           resume=resume)
+    assert ((theirs / "units.json").read_bytes(), (theirs / "summary.json").read_bytes()) \
+        == before
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    (other / "summary.json").write_text('{"name": "a training run"}')
+    with pytest.raises(ConfigError, match="not empty and holds no run of table1"):
+        run_experiment("table1", scale="smoke", out_dir=other, progress=False, resume=False)
+    assert (other / "runs").is_dir() and (other / "summary.json").is_file()
+    drawn = tmp_path / "drawn"  # a --no-train run's directory holds its summary only
+    run_experiment("table1", scale="smoke", out_dir=drawn, progress=False, train=False)
+    assert run_experiment("table1", scale="smoke", out_dir=drawn, progress=False).complete
+
+
+def test_only_matching_no_unit_is_an_error(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    with pytest.raises(ConfigError, match="--only k=99: no unit of fig5 \\(smoke\\) has this "
+                                          "key part; parts: .*k=2, k=7.*seed=0"):
+        run_experiment("fig5", scale="smoke", out_dir=out, progress=False, only=[["k=99"]])
+    # nothing trained, no summary or figure; the rescaling units it computed are kept
+    assert all(k.startswith("rescale/") for k in read_units(out / "units.json") or {})
+    assert not (out / "summary.json").exists() and not (out / "fig5.png").exists()
+    part = run_experiment("fig5", scale="smoke", out_dir=out, progress=False,
+                          only=[["k=7", "k=99"]])
+    assert any("no unit has the key part k=99" in m for m in part.summary["messages"])
+    trained = [k for k in read_units(out / "units.json") or {} if not k.startswith("rescale/")]
+    assert trained and all(k.startswith("k=7/") for k in trained)

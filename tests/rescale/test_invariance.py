@@ -18,6 +18,7 @@ from torch import nn
 import pathcond
 from pathcond import (
     NonFiniteParameterError,
+    UnsupportedOptimizerError,
     apply_rescaling,
     parameter_log_scales,
     rescaling_graph,
@@ -401,6 +402,12 @@ def test_adam_state_transported(arch: Arch, seed: int, amsgrad: bool) -> None:
     (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, momentum=0.9),
      {"square_avg": -2.0, "momentum_buffer": -1.0}),
     (lambda ps: torch.optim.Adagrad(ps, lr=1e-2), {"sum": -2.0}),
+    (lambda ps: torch.optim.RMSprop(ps, lr=1e-3, centered=True),
+     {"square_avg": -2.0, "grad_avg": -1.0}),
+    (lambda ps: torch.optim.Adamax(ps, lr=1e-3), {"exp_avg": -1.0, "exp_inf": -1.0}),
+    (lambda ps: torch.optim.Rprop(ps, lr=1e-3), {"prev": -1.0, "step_size": 1.0}),
+    (lambda ps: torch.optim.Adadelta(ps, lr=1e-1), {"square_avg": -2.0, "acc_delta": 2.0}),
+    (lambda ps: torch.optim.ASGD(ps, lr=1e-3), {"ax": 1.0}),
 ])
 def test_other_optimizer_states_transported(make_opt, keys: dict[str, float]) -> None:
     arch = Arch(kind="conv", in_shape=(2, 4, 4), widths=(3, 2), bias=(False, True, True),
@@ -420,6 +427,43 @@ def test_other_optimizer_states_transported(make_opt, keys: dict[str, float]) ->
         s0, s1 = state_of(base, opt, key), state_of(model, model_opt, key)
         for name in s0:
             assert_close_rel(s1[name], s0[name] * torch.exp(power * full[name]))
+
+
+def test_unsupported_optimizer_state_changes_nothing() -> None:
+    """L-BFGS keeps a flat history no rescaling can transport: the error is raised before
+    the model or the state is touched."""
+    arch = Arch(kind="mlp", in_shape=(3,), widths=(4,), bias=(True, True), batchnorm=(False,),
+                residual=(False,))
+    model = build(arch, 2)
+    graph = rescaling_graph(model, arch.in_shape)
+    x = batch(arch, 2)
+    target = torch.randn_like(model(x)).detach()
+    opt = torch.optim.LBFGS(model.parameters(), lr=1e-2)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), target)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    before = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    with pytest.raises(UnsupportedOptimizerError, match="LBFGS keeps state '.*' that "
+                                                        "pathcond does not know how to rescale"):
+        apply_rescaling(model, graph, log_scales(graph, 2), optimizer=opt)
+    params, state = before
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, params[name])
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+            return torch.equal(a, b)
+        if isinstance(a, list) and isinstance(b, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        return a == b
+
+    for key, value in opt.state_dict()["state"][0].items():
+        assert same(value, state["state"][0][key]), key
 
 
 def test_non_affine_batchnorm() -> None:
