@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -446,18 +446,26 @@ def rescale(
     ] = None,
     solver: Annotated[str, typer.Option(help="newton, block or coordinate")] = "newton",
     tol: Annotated[float, typer.Option(help="relative tolerance of the solver")] = 1e-10,
+    in_place: Annotated[bool, typer.Option(
+        "--in-place", help="replace the run's newest epoch checkpoint (the original is kept "
+                           "as NAME.before-pathcond.pt), so that `pathcond train --resume "
+                           "RUN_DIR` continues from the rescaled network")] = False,
 ) -> None:
     """Apply PathCond to the model of a checkpoint (optimizer state transported) and write a
-    new checkpoint atomically; the network computes the same function."""
+    new checkpoint atomically; the network computes the same function. The new file is not
+    an epoch checkpoint, so resuming ignores it: use --in-place to continue training from it.
+    """
     from .diagnostics.checkpoints import rescale_checkpoint
 
     if solver not in ("newton", "block", "coordinate"):
         fail(f"--solver must be newton, block or coordinate, got {solver!r}")
     if not tol > 0:
         fail(f"--tol must be positive, got {tol}")
-    target, report = rescale_checkpoint(checkpoint, out, solver=solver, tol=tol)
+    target, report = rescale_checkpoint(checkpoint, out, solver=solver, tol=tol,
+                                        in_place=in_place)
     typer.echo(str(report))
-    typer.echo(f"wrote {target}")
+    typer.echo(f"wrote {target}" + (" (the original: "
+                                     f"{target.stem}.before-pathcond.pt)" if in_place else ""))
 
 
 # ----------------------------------------------------------------------- diagnose
@@ -575,14 +583,9 @@ def demo(
     show = sys.stderr.isatty() if progress is None else progress
     seed_list = _parse_seeds(seeds)
     cfg = validate_config({
-        "name": "demo", "seed": 0, "device": "cpu",
-        "data": {"name": "mnist", "limit": limit},
-        "model": {"name": "mlp", "args": {"widths": list(DEMO_WIDTHS)}},
-        "optimizer": {"name": "sgd", "lr": lr},
-        "training": {"epochs": epochs, "batch_size": 128, "target_accuracy": 0.8,
-                     "target_split": "val", "threads": threads},
+        **demo_config(epochs=epochs, limit=limit, lr=lr, threads=threads, seeds=seed_list),
+        "name": "demo",
         "output": {"dir": str(out), "progress": show, "keep_checkpoints": 1},
-        "compare": {"methods": ["baseline", "pathcond"], "seeds": seed_list},
     }, "demo")
     typer.echo(f"MNIST ({limit} training samples), MLP {'-'.join(map(str, DEMO_WIDTHS))} "
                f"(PyTorch default init), SGD lr {lr}, batch 128, {epochs} epochs, seeds "
@@ -591,6 +594,21 @@ def demo(
         fail(f"{out} is not empty and holds no comparison; choose another --out")
     _print_demo_rescaling(seed_list[0], threads)
     _run_compare(cfg, resume=False, overwrite=True)
+
+
+def demo_config(*, epochs: int = 4, limit: int = 15000, lr: float = 0.1, threads: int = 1,
+                seeds: Sequence[int] = (0, 1)) -> dict[str, Any]:
+    """The experiment ``pathcond demo`` runs (``configs/mnist_demo.yaml`` holds its
+    defaults), without its output options."""
+    return {
+        "seed": 0, "device": "cpu",
+        "data": {"name": "mnist", "limit": limit},
+        "model": {"name": "mlp", "args": {"widths": list(DEMO_WIDTHS)}},
+        "optimizer": {"name": "sgd", "lr": lr},
+        "training": {"epochs": epochs, "batch_size": 128, "target_accuracy": 0.8,
+                     "target_split": "val", "threads": threads},
+        "compare": {"methods": ["baseline", "pathcond"], "seeds": list(seeds)},
+    }
 
 
 def _print_demo_rescaling(seed: int, threads: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +63,24 @@ def _default_out(path: Path) -> Path:
 
 
 def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
-                       solver: str = "newton", tol: float = 1e-10
+                       solver: str = "newton", tol: float = 1e-10, in_place: bool = False
                        ) -> tuple[Path, RescaleReport]:
     """Apply PathCond to a checkpoint's model, transport its optimizer state, and write the
     result atomically to ``out`` (default ``<name>.pathcond.pt`` beside the input; a
     checkpoint so named is never taken for an epoch checkpoint when resuming).
 
-    Training can continue from the new checkpoint by copying it over the run's newest
-    ``checkpoints/epoch_NNNN.pt``.
+    With ``in_place``, the rescaled checkpoint replaces the run's newest epoch checkpoint
+    (``source``: the run directory or that file), so that resuming the run continues from
+    the rescaled network; the original is kept as ``<name>.before-pathcond.pt``.
     """
     state, path = read_checkpoint(source)
+    if in_place:
+        if out is not None:
+            raise ConfigError("give either an output file or in_place (--in-place), not both")
+        newest = list_checkpoints(path.parent.parent)
+        if not newest or newest[-1][1].resolve() != path.resolve():
+            raise ConfigError(f"{str(path)!r} is not the newest epoch checkpoint of a run: "
+                              "only that one can be rescaled in place (resuming starts there)")
     model, shape, cfg = model_from_checkpoint(state, path)
     if cfg.method.name == "weightfix":
         raise ConfigError("rescaling a weight-fixing run would move its fixed weights; "
@@ -79,7 +88,7 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
     if cfg.method.name == "gsgd":
         raise ConfigError("G-SGD runs in G-space, which rescalings leave invariant; PathCond "
                           "would not change its training, so it is not applied")
-    target = Path(out) if out is not None else _default_out(path)
+    target = path if in_place else Path(out) if out is not None else _default_out(path)
     if target.exists() and target.is_dir():
         target = target / _default_out(path).name
     if not target.parent.is_dir():
@@ -109,6 +118,9 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
                                  "am_gm_after": report.am_gm_after, "sweeps": report.sweeps,
                                  "converged": report.converged, "solver": solver}
     new["extra"] = extra
+    if in_place:
+        backup = path.with_name(f"{path.stem}.before-pathcond.pt")
+        shutil.copyfile(path, backup)
     with torch.no_grad():
         save_checkpoint(target, new)
     return target, report

@@ -599,8 +599,24 @@ def _bind(node: fx.Node, names: Sequence[str]) -> dict[str, Any]:
     return bound
 
 
+def sample_shape(input_shape: Any) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints, or a :class:`TypeError` saying what it
+    must be."""
+    if isinstance(input_shape, Sequence) and not isinstance(input_shape, str):
+        try:
+            shape = tuple(operator.index(s) for s in input_shape
+                          if not isinstance(s, bool))
+        except TypeError:
+            shape = ()
+        if shape and len(shape) == len(input_shape) and min(shape) > 0:
+            return shape
+    raise TypeError("input_shape must be one sample's shape, without the batch dimension, "
+                    f"as a sequence of positive ints, e.g. (784,) or (3, 32, 32); got "
+                    f"{input_shape!r}")
+
+
 def _build(model: nn.Module, input_shape: Sequence[int]) -> tuple[_Builder | None, list[str]]:
-    shape = tuple(int(s) for s in input_shape)
+    shape = sample_shape(input_shape)
     try:
         gm = trace(model, shape)
     except UnsupportedModelError as exc:

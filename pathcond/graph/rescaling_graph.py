@@ -30,7 +30,8 @@ class RescalingGraph:
 
     @property
     def num_hidden_units(self) -> int:
-        """Hidden units or channels (members of a rescaling group)."""
+        """Hidden units or channels that can be rescaled (members of a rescaling group): not
+        those behind a BatchNorm without affine parameters, which nothing can rescale."""
         return sum(len(m) for m in self.group_members)
 
     @property

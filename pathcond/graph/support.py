@@ -22,8 +22,8 @@ class SupportReport:
 
     def __str__(self) -> str:
         if self.supported:
-            return (f"supported: {self.num_layers} layers, {self.num_hidden_units} hidden units "
-                    f"in {self.num_groups} rescaling groups")
+            return (f"supported: {self.num_layers} layers, {self.num_hidden_units} rescalable "
+                    f"hidden units in {self.num_groups} rescaling groups")
         return "not supported:\n" + "\n".join(f"  - {r}" for r in self.reasons)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UnsupportedModelError
 from .catalog import NOT_HOMOGENEOUS_MODULES
@@ -24,10 +24,37 @@ class _LeafTracer(fx.Tracer):
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-class _ShapeProp(ShapeProp):
-    """Shape propagation that does not compute plain convolutions: their output shape comes
-    from the same call on meta tensors, and zeros of that shape go on (values are not used,
-    only shapes; the convolutions were most of the time of tracing a ResNet at 224x224)."""
+@dataclass(frozen=True)
+class TensorShape:
+    """``node.meta["tensor_meta"]``: the shape of the tensor a node computes (batch first)."""
+
+    shape: torch.Size
+
+
+class _NodeFailure(Exception):
+    """A node of the traced graph raised: ``node`` and the original exception."""
+
+    def __init__(self, node: fx.Node, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.node, self.error = node, error
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the traced graph and records the shape of every tensor a node computes. Plain
+    convolutions are not computed: their output shape comes from the same call on meta
+    tensors, and zeros of that shape go on (values are not used, only shapes; the
+    convolutions were most of the time of tracing a ResNet at 224x224)."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            result = super().run_node(n)
+        except _NodeFailure:
+            raise
+        except Exception as exc:
+            raise _NodeFailure(n, exc) from exc
+        if isinstance(result, torch.Tensor):
+            n.meta["tensor_meta"] = TensorShape(result.shape)
+        return result
 
     def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
         module = self.fetch_attr(target)
@@ -39,6 +66,11 @@ class _ShapeProp(ShapeProp):
         return super().call_module(target, args, kwargs)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """Symbolically trace ``model`` and annotate every node with its tensor shape.
 
@@ -46,6 +78,11 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     eval mode under ``no_grad``; the model's training flags are restored afterwards, so
     running statistics never change.
     """
+    if not any(True for _ in model.children()) and any(True for _ in model.parameters()):
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no submodules: pathcond follows the layers a model "
+            "calls as submodules (nn.Linear, nn.Conv2d, ...); wrap a single layer as "
+            "nn.Sequential(layer)")
     try:
         graph = _LeafTracer().trace(model)
     except Exception as exc:  # fx raises many types; all mean "cannot follow this model"
@@ -67,12 +104,14 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     try:
         model.eval()
         with torch.no_grad():
-            _ShapeProp(gm).propagate(torch.zeros((2, *input_shape), device=device, dtype=dtype))
-    except Exception as exc:
+            _ShapeRecorder(gm).run(torch.zeros((2, *input_shape), device=device, dtype=dtype))
+    except _NodeFailure as failure:
+        node = failure.node
+        where = f"{node.target} ({type(gm.get_submodule(str(node.target))).__name__})" \
+            if node.op == "call_module" else str(node.target)
         raise UnsupportedModelError(
-            f"{type(model).__name__} does not run on one input of shape {tuple(input_shape)}: "
-            f"{exc}"
-        ) from exc
+            f"{type(model).__name__} does not run on an input of shape {tuple(input_shape)} "
+            f"(per sample): {where}: {_first_line(failure.error)}") from failure.error
     finally:
         for m, flag in flags.items():
             m.training = flag

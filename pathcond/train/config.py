@@ -488,6 +488,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Read, override (``key.sub=value`` strings) and validate a YAML experiment file."""
     data = read_yaml(path)
+    if not data and not overrides:
+        raise ConfigError(f"config {str(path)!r} is empty: write at least its data and model "
+                          "(see configs/mnist_demo.yaml), or give --set options")
     return validate_config(apply_overrides(data, overrides), str(path))
 
 

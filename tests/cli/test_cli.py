@@ -216,3 +216,15 @@ def test_demo_prints_the_rescaling_report(capsys: pytest.CaptureFixture[str]) ->
     before, after = map(float, re.search(r"AM/GM of path magnitudes: (\S+) -> (\S+)",
                                          out).groups())  # type: ignore[union-attr]
     assert after < before
+
+
+def test_demo_config_file_is_what_the_demo_runs() -> None:
+    """configs/mnist_demo.yaml holds the defaults of `pathcond demo` (make demo)."""
+    import yaml
+
+    from pathcond.cli import demo_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "mnist_demo.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.pop("name"), data.pop("output")
+    assert data == demo_config()

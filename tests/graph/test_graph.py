@@ -606,3 +606,39 @@ def test_supported_activations_and_shape_ops_accepted() -> None:
     report = check_support(model, (1, 6, 6))
     assert report.supported, report.reasons
     assert report.num_groups == 4 and report.num_hidden_units == 4
+
+
+def test_input_of_the_wrong_shape_names_the_layer_and_the_cause(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(UnsupportedModelError) as err:
+        rescaling_graph(model, (5,))
+    message = str(err.value)
+    assert message.startswith("Sequential does not run on an input of shape (5,) (per "
+                              "sample): 0 (Linear): mat1 and mat2 shapes cannot be multiplied")
+    assert "\n" not in message
+    assert capsys.readouterr().err == ""  # no traceback printed on the way
+
+
+@pytest.mark.parametrize("shape", [4, "4", (), (0,), (4.0,), (True,), None])
+def test_input_shape_must_be_a_sequence_of_positive_ints(shape: object) -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(TypeError, match="one sample's shape|give input_shape"):
+        pathcond.path_norm(model, shape)  # type: ignore[arg-type]
+    assert pathcond.path_norm(model, torch.Size([4])) == pathcond.path_norm(model, [4])
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(4, 2), nn.Conv2d(1, 2, 3)])
+def test_a_bare_layer_gets_one_accurate_reason(layer: nn.Module) -> None:
+    report = check_support(layer, (1, 4, 4) if isinstance(layer, nn.Conv2d) else (4,))
+    assert not report.supported
+    assert len(report.reasons) == 1 and "wrap a single layer as nn.Sequential" in report.reasons[0]
+    assert check_support(nn.Sequential(layer), (1, 4, 4) if isinstance(layer, nn.Conv2d)
+                         else (4,)).supported
+
+
+def test_support_report_counts_rescalable_units() -> None:
+    model = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5, affine=False), nn.ReLU(),
+                          nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+    assert str(check_support(model, (3,))) == \
+        "supported: 3 layers, 4 rescalable hidden units in 4 rescaling groups"

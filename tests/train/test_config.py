@@ -121,6 +121,11 @@ def test_yaml_files(tmp_path: Path) -> None:
     typo.write_text("optimizer:\n  learning_rate: 0.1\n")
     with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'optimizer.learning_rate'"):
         load_config(typo)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="empty.yaml' is empty: write at least its data"):
+        load_config(empty)
+    assert load_config(empty, ["training.epochs=2"]).training.epochs == 2
 
 
 def test_example_configs_validate() -> None:

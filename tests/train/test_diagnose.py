@@ -3,6 +3,7 @@ rescaling."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,29 @@ def test_rescale_checkpoint(tmp_path: Path) -> None:
         rescale_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ConfigError, match="does not exist"):
         rescale_checkpoint(path, tmp_path / "no" / "dir" / "x.pt")
+
+
+def test_rescale_checkpoint_in_place_is_what_resuming_continues_from(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = tiny_config(run, "training.epochs=2", "optimizer.momentum=0.9")
+    train(cfg)
+    control = tmp_path / "control"  # the same run, not rescaled
+    shutil.copytree(run, control)
+    _, newest = read_checkpoint(run)
+    original = newest.read_bytes()
+    target, report = rescale_checkpoint(run, in_place=True)
+    assert target == newest and report.am_gm_after < report.am_gm_before
+    assert newest.with_name("epoch_0002.before-pathcond.pt").read_bytes() == original
+    assert [e for e, _ in list_checkpoints(run)] == [1, 2]
+    resumed = train(tiny_config(run, "training.epochs=3", "optimizer.momentum=0.9"),
+                    resume=True)
+    plain = train(tiny_config(control, "training.epochs=3", "optimizer.momentum=0.9"),
+                  resume=True)
+    # epoch 3 started from the rescaled network
+    assert resumed.history[-1]["epoch"] == plain.history[-1]["epoch"] == 3
+    assert resumed.history[-1]["am_gm"] < plain.history[-1]["am_gm"]
+    with pytest.raises(ConfigError, match="either an output file or in_place"):
+        rescale_checkpoint(run, tmp_path / "x.pt", in_place=True)
+    oldest = list_checkpoints(run)[0][1]
+    with pytest.raises(ConfigError, match="not the newest epoch checkpoint"):
+        rescale_checkpoint(oldest, in_place=True)
