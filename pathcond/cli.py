@@ -9,6 +9,7 @@ before any output file is written.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -452,8 +453,10 @@ def rescale(
                            "RUN_DIR` continues from the rescaled network")] = False,
 ) -> None:
     """Apply PathCond to the model of a checkpoint (optimizer state transported) and write a
-    new checkpoint atomically; the network computes the same function. The new file is not
-    an epoch checkpoint, so resuming ignores it: use --in-place to continue training from it.
+    new checkpoint atomically; the network computes the same function.
+
+    The new file is not an epoch checkpoint, so resuming ignores it: use --in-place to
+    continue training from it.
     """
     from .diagnostics.checkpoints import rescale_checkpoint
 
@@ -631,6 +634,18 @@ def _print_demo_rescaling(seed: int, threads: int) -> None:
 
 
 register_experiments(app)
+
+
+def _one_line_short_help(typer_app: typer.Typer) -> None:
+    """Each command's line in ``pathcond --help``: the first paragraph of its docstring on
+    one line (the command list would keep the docstring's line breaks)."""
+    for info in typer_app.registered_commands:
+        doc = getattr(info.callback, "__doc__", None)
+        if info.short_help is None and doc:
+            info.short_help = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
+_one_line_short_help(app)
 
 
 def main() -> None:

@@ -228,3 +228,10 @@ def test_demo_config_file_is_what_the_demo_runs() -> None:
     data = yaml.safe_load(path.read_text())
     data.pop("name"), data.pop("output")
     assert data == demo_config()
+
+
+def test_command_list_has_one_paragraph_per_command() -> None:
+    from pathcond.cli import app
+
+    for info in app.registered_commands:
+        assert info.short_help and "\n" not in info.short_help, info.name
