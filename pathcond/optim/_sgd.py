@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,9 +12,10 @@ import torch
 
 
 def check_lr_momentum(lr: float, momentum: float) -> None:
-    """Refuse a non-positive ``lr`` and a ``momentum`` outside ``[0, 1)``."""
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    """Refuse an ``lr`` that is not positive and finite, and a ``momentum`` outside
+    ``[0, 1)``."""
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
     if not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
 

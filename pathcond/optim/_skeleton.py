@@ -279,11 +279,13 @@ def _hungarian_filter(group: torch.Tensor, score: torch.Tensor, target: torch.Te
     return torch.from_numpy(allowed).to(group.device)
 
 
-def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool = False
-                    ) -> Upstream:
+def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool = False,
+                    prefer: tuple[torch.Tensor, torch.Tensor] | None = None) -> Upstream:
     """The upstream tree of G-space (see the module docstring). With ``largest``, a root
     from an input, a bias or a BatchNorm weight is the largest in magnitude among those of
-    its group (they all scale alike under rescalings, so the choice is invariant)."""
+    its group (they all scale alike under rescalings, so the choice is invariant).
+    ``prefer``: ``(slot, flat index)`` of roots to take wherever they are candidates (the
+    saved roots of a resumed optimizer), before any other rule."""
     h = structure.num_groups
     dev = structure.device
     first = structure.first_layer
@@ -346,6 +348,11 @@ def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool =
         group = torch.cat(cand_group)
         score = torch.cat(cand_score) if largest else \
             torch.zeros(group.numel(), dtype=torch.float64, device=dev)
+        if prefer is not None:  # a preferred candidate outscores every other
+            width = max(int(s.param.numel()) for s in structure.slots) + 1
+            keys = torch.cat(cand_slot) * width + torch.cat(cand_index)
+            wanted = prefer[0].to(dev) * width + prefer[1].to(dev)
+            score = torch.where(torch.isin(keys, wanted), torch.inf, score)
         pos = lex_best(group, score, torch.cat(cand_prio), h)
     else:
         pos = torch.full((h,), -1, dtype=torch.int64, device=dev)

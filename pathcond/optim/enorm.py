@@ -49,6 +49,7 @@ from torch import nn
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import check_optimizer_state, transport_optimizer_state
 from ..solver import group_blocks
+from ._checks import check_attached_optimizer, check_model
 from ._structure import Slot, Structure
 
 Schedule = Literal["layers", "colours"]
@@ -114,6 +115,9 @@ class ENorm:
                  c: float = 1.0, p: float = 2, every: int = 1, exclude_batchnorm: bool = True,
                  schedule: Schedule = "layers", optimizer: torch.optim.Optimizer | None = None,
                  graph: RescalingGraph | None = None):
+        check_model(type(self).__name__, model)
+        if optimizer is not None:
+            check_attached_optimizer(type(self).__name__, model, optimizer)
         if not (c > 0 and math.isfinite(c)):
             raise ValueError(f"c must be positive and finite, got {c}")
         if not (p > 0 and math.isfinite(p)):
@@ -329,6 +333,7 @@ class ENorm:
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Run one cycle after every ``every`` steps of ``optimizer`` (a step post-hook) and
         transport its state on every cycle."""
+        check_attached_optimizer(type(self).__name__, self.model, optimizer)
         self.detach()
         self.optimizer = optimizer
 

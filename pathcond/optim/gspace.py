@@ -72,6 +72,7 @@ from torch import nn
 from ..errors import PathcondError
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
+from ._checks import ModelParamGroups, check_model, check_trainable
 from ._sgd import check_lr_momentum, closure_loss, heavy_ball
 from ._skeleton import (
     FixedChoice,
@@ -273,7 +274,7 @@ class _Engine:
     # ---------------------------------------------------------------- export
     def export(self) -> dict[str, Any]:
         names = [s.name for s in self.structure.slots]
-        return {"slots": names,
+        return {"slots": names, "shapes": [list(s.param.shape) for s in self.structure.slots],
                 "fixed_slot": self.fixed.slot.cpu(), "fixed_index": self.fixed.index.cpu(),
                 "root_slot": self.up.root_slot.cpu(), "root_index": self.up.root_index.cpu()}
 
@@ -323,9 +324,10 @@ class _Built:
 
 
 def _build(model: nn.Module, input_shape: Sequence[int] | None, graph: RescalingGraph | None,
-           strategy: Strategy, init: Init) -> _Built:
+           strategy: Strategy, init: Init, owner: str) -> _Built:
     graph = resolve_graph(model, input_shape, graph)
     structure = Structure(model, graph)
+    check_trainable(owner, ((s.name, s.param) for s in structure.slots))
     fixed = choose_fixed(structure, strategy)
     if init == "rescale" and graph.num_groups:
         apply_rescaling(model, graph, fixed.log_scales)
@@ -360,17 +362,29 @@ def _export(owner: Any) -> dict[str, Any]:
     return {**owner.engine.export(), "init": owner.init, "steps": owner._steps}
 
 
-def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
-    """The engine for a saved skeleton (value-dependent strategies may choose differently
-    on the loaded weights)."""
-    st = engine.structure
-    names = [s.name for s in st.slots]
-    if list(saved["slots"]) != names:
+def _check_same_model(engine: _Engine, saved: dict[str, Any]) -> None:
+    slots = engine.structure.slots
+    shapes = saved.get("shapes")  # absent from states saved before it was recorded
+    if list(saved["slots"]) != [s.name for s in slots] or (
+            shapes is not None and [list(x) for x in shapes] != [list(s.param.shape)
+                                                                for s in slots]):
         raise ValueError("the saved G-space skeleton belongs to another model")
+
+
+def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
+    """The engine of a saved skeleton: its fixed entries and roots, which value-dependent
+    strategies ("hungarian", "largest") could choose differently on the loaded weights."""
+    st = engine.structure
+    _check_same_model(engine, saved)
     slot = saved["fixed_slot"].to(st.device)
     index = saved["fixed_index"].to(st.device)
+    root_slot = saved["root_slot"].to(st.device)
+    root_index = saved["root_index"].to(st.device)
     if torch.equal(slot, engine.fixed.slot) and torch.equal(index, engine.fixed.index):
-        engine_new = engine
+        fixed = engine.fixed
+        if torch.equal(root_slot, engine.up.root_slot) and \
+                torch.equal(root_index, engine.up.root_index):
+            return engine
     else:
         dst = torch.empty_like(slot)
         for i, s in enumerate(st.slots):
@@ -381,16 +395,16 @@ def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
                 dst[here] = -1 if s.dst is None else s.dst.reshape(-1)[rows]
         zeros = torch.zeros(st.num_groups, dtype=torch.float64, device=st.device)
         fixed = FixedChoice(slot, index, dst, zeros, torch.zeros_like(slot, dtype=torch.bool))
-        engine_new = _Engine(st, fixed, choose_upstream(st, fixed))
-    if not (torch.equal(saved["root_slot"].to(st.device), engine_new.up.root_slot)
-            and torch.equal(saved["root_index"].to(st.device), engine_new.up.root_index)):
-        warnings.warn("G-space roots chosen on the loaded weights differ from the saved ones; "
-                      "the optimizer state of those coordinates is reused as is",
+    engine_new = _Engine(st, fixed, choose_upstream(st, fixed, prefer=(root_slot, root_index)))
+    if not (torch.equal(root_slot, engine_new.up.root_slot)
+            and torch.equal(root_index, engine_new.up.root_index)):
+        warnings.warn("some saved G-space roots are zero in the loaded weights, so other roots "
+                      "were chosen; the optimizer state of those coordinates is reused as is",
                       RuntimeWarning, stacklevel=3)
     return engine_new
 
 
-class _SkeletonOptimizer(torch.optim.Optimizer):
+class _SkeletonOptimizer(ModelParamGroups):
     """What :class:`GSpace` and :class:`GSGD` share: the skeleton and engine built on the
     model (with ``init``), saved with the optimizer's own state and restored from it.
 
@@ -407,7 +421,7 @@ class _SkeletonOptimizer(torch.optim.Optimizer):
     def _build_skeleton(self, model: nn.Module, input_shape: Sequence[int] | None,
                         graph: RescalingGraph | None, strategy: Strategy) -> None:
         self.model = model
-        built = _build(model, input_shape, graph, strategy, self.init)
+        built = _build(model, input_shape, graph, strategy, self.init, type(self).__name__)
         self.graph, self.structure = built.graph, built.structure
         self.fixed_choice, self.engine = built.fixed, built.engine
         self._init_changed = built.changed
@@ -435,6 +449,8 @@ class _SkeletonOptimizer(torch.optim.Optimizer):
         and the skeleton; the initialisation is not applied again (see ``init``)."""
         sd = dict(state_dict)
         saved = sd.pop("gspace", None)
+        if saved is not None:
+            _check_same_model(self.engine, saved)
         _check_resume(self, saved)
         if saved is not None:
             self.engine = _restore_choice(self.engine, saved)
@@ -442,6 +458,21 @@ class _SkeletonOptimizer(torch.optim.Optimizer):
         self._load_step_state_dict(sd)
         with torch.no_grad():
             self.engine.refresh()
+
+
+def _check_inner(optimizer: Any, options: dict[str, Any]) -> None:
+    """Refuse an inner optimizer that is not a ``torch.optim.Optimizer`` class, or options
+    it does not take, before the model is touched (a probe on one dummy tensor)."""
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        got = f"an instance of {type(optimizer).__name__}" \
+            if isinstance(optimizer, torch.optim.Optimizer) else type(optimizer).__name__
+        raise TypeError("GSpace: optimizer must be a torch.optim.Optimizer class (e.g. "
+                        f"torch.optim.Adam, its options as keywords), got {got}")
+    try:
+        optimizer([torch.zeros(1, requires_grad=True)], **options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"GSpace: {optimizer.__name__} does not take these options: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
 class GSpace(_SkeletonOptimizer):
@@ -495,7 +526,9 @@ class GSpace(_SkeletonOptimizer):
                  strategy: Strategy = "skeleton", init: Init = "rescale",
                  set_to_one: bool | None = None, graph: RescalingGraph | None = None,
                  **options: Any):
+        check_model(type(self).__name__, model)
         self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
+        _check_inner(optimizer, options)
         self._build_skeleton(model, input_shape, graph, strategy)
         st = self.structure
         self._values: list[torch.Tensor | None] = []
@@ -627,8 +660,10 @@ class GSGD(_SkeletonOptimizer):
                  lr: float, momentum: float = 0.0, strategy: Strategy = "skeleton",
                  init: Init = "rescale", set_to_one: bool | None = None,
                  params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
+        check_model(type(self).__name__, model)
         check_lr_momentum(lr, momentum)
         self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
+        self._own_param_ids = frozenset(id(p) for p in model.parameters())
         super().__init__(model.parameters() if params is None else params,
                          {"lr": lr, "momentum": momentum})
         self._build_skeleton(model, input_shape, graph, strategy)
@@ -651,10 +686,13 @@ class GSGD(_SkeletonOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One G-SGD step (module docstring (3)-(5))."""
+        """One G-SGD step (module docstring (3)-(5)); a missing gradient counts as zero,
+        and a step without any gradient does nothing (as ``torch.optim.SGD``)."""
         loss = closure_loss(closure)
         e = self.engine
         st = self.structure
+        if not any(p.grad is not None for g in self.param_groups for p in g["params"]):
+            return loss
         prep = _prepare(e)
         if prep.old_d is not None:
             self._rescale_buffers(prep.old_d)

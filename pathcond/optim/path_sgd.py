@@ -44,10 +44,11 @@ from torch import nn
 
 from ..graph import RescalingGraph, resolve_graph
 from ..lifting import LiftingParameters, Magnitudes, fold_layer, magnitudes_of
+from ._checks import ModelParamGroups, check_model
 from ._sgd import check_lr_momentum, closure_loss, heavy_ball
 
 
-class PathSGD(torch.optim.Optimizer):
+class PathSGD(ModelParamGroups):
     """Path-SGD: ``theta <- theta - lr * g / m`` with the path magnitudes ``m`` of the
     current parameters (module docstring, eq. (1)).
 
@@ -72,10 +73,14 @@ class PathSGD(torch.optim.Optimizer):
                  lr: float, momentum: float = 0.0, eps: float = 0.0,
                  dtype: torch.dtype | None = None,
                  params: Iterable[Any] | None = None, graph: RescalingGraph | None = None):
+        check_model(type(self).__name__, model)
         check_lr_momentum(lr, momentum)
         if not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"eps must be finite and >= 0, got {eps}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
         graph = resolve_graph(model, input_shape, graph)
+        self._own_param_ids = frozenset(id(p) for p in model.parameters())
         super().__init__(model.parameters() if params is None else params,
                          {"lr": lr, "momentum": momentum, "eps": eps})
         self.model = model
@@ -90,10 +95,14 @@ class PathSGD(torch.optim.Optimizer):
                 self._in_graph.add(layer.bias_name)
             if layer.batchnorm is not None:
                 self._in_graph.update({f"{layer.batchnorm}.weight", f"{layer.batchnorm}.bias"})
-        for group in self.param_groups:
-            for p in group["params"]:
-                if id(p) not in self._names:
-                    raise ValueError("PathSGD got a parameter that is not one of the model's")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group of the model's parameters (``torch.optim`` convention); every group
+        shares one ``eps`` (the magnitudes are computed once for all)."""
+        super().add_param_group(param_group)
+        if len({float(g["eps"]) for g in self.param_groups}) > 1:
+            self.param_groups.pop()
+            raise ValueError("PathSGD needs the same eps in every parameter group")
 
     def _dtype(self) -> torch.dtype:
         if self.dtype is not None:

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..graph import RescalingGraph, resolve_graph
 from ..rescale import apply_rescaling
+from ._checks import check_attached_optimizer, check_model
 from ._skeleton import Init, Strategy, choose_fixed, resolve_init
 from ._structure import Structure
 
@@ -108,6 +109,9 @@ class WeightFixing:
                  set_to_one: bool | None = None,
                  optimizer: torch.optim.Optimizer | None = None,
                  graph: RescalingGraph | None = None):
+        check_model(type(self).__name__, model)
+        if optimizer is not None:
+            check_attached_optimizer(type(self).__name__, model, optimizer)
         self.init: Init = resolve_init(init, set_to_one, type(self).__name__)
         graph = resolve_graph(model, input_shape, graph)
         self.model = model
@@ -155,6 +159,8 @@ class WeightFixing:
         self._param_hooks = []
         for name, (index, _) in self._fixed.items():
             param = self._params[name]
+            if not param.requires_grad:  # frozen: never has a gradient to zero
+                continue
 
             def zero_fixed(p: torch.Tensor, index: torch.Tensor = index) -> None:
                 if p.grad is not None:
@@ -184,6 +190,7 @@ class WeightFixing:
     def attach(self, optimizer: torch.optim.Optimizer) -> None:
         """Zero the fixed entries' gradients before every step of ``optimizer`` and restore
         their values after it."""
+        check_attached_optimizer(type(self).__name__, self.model, optimizer)
         for hook in self._opt_hooks:
             hook.remove()
         self.optimizer = optimizer

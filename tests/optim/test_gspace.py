@@ -249,31 +249,46 @@ def test_inner_state_kept_and_invariant():
     assert_same_function(model, other, shape, rtol=1e-6)
 
 
+@pytest.mark.parametrize("strategy", ["skeleton", "hungarian", "largest"])
 @pytest.mark.parametrize("make", [
-    lambda m, s: GSGD(m, s, lr=0.02, momentum=0.9),
-    lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),
+    lambda m, s, strategy: GSGD(m, s, lr=0.02, momentum=0.9, strategy=strategy),
+    lambda m, s, strategy: GSpace(m, s, torch.optim.Adam, lr=1e-3, strategy=strategy),
 ])
-def test_state_dict_round_trip(make):
-    """Train 3 steps, checkpoint model and optimizer, restore both into fresh objects and
-    train 2 more: identical to 5 uninterrupted steps."""
+def test_state_dict_round_trip(make, strategy):
+    """Train 3 steps, checkpoint model and optimizer, restore both into fresh objects built
+    on a model initialised otherwise (as when resuming a run) and train 2 more: identical to
+    5 uninterrupted steps, also for strategies whose skeleton depends on the weights."""
     shape = (6,)
     torch.manual_seed(1)
     model = MLP([6, 5, 4, 3], bias=True).double()
-    fresh = copy.deepcopy(model)
     ref = copy.deepcopy(model)
+    torch.manual_seed(7)
+    fresh = MLP([6, 5, 4, 3], bias=True).double()
     data = list(batches(model, shape, 5, seed=4))
 
-    opt = make(model, shape)
+    opt = make(model, shape, strategy)
     mse_steps(model, opt, data[:3])
     ckpt = copy.deepcopy((model.state_dict(), opt.state_dict()))
-    fresh_opt = make(fresh, shape)
+    fresh_opt = make(fresh, shape, strategy)
     fresh.load_state_dict(ckpt[0])
     fresh_opt.load_state_dict(ckpt[1])
+    assert fresh_opt.engine.up.root_index.tolist() == opt.engine.up.root_index.tolist()
     mse_steps(fresh, fresh_opt, data[3:])
-    ref_opt = make(ref, shape)
+    ref_opt = make(ref, shape, strategy)
     mse_steps(ref, ref_opt, data)
     for a, b in zip(fresh.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_state_of_another_architecture_is_named_so():
+    """Loading the state of another model's optimizer says so, whatever the init."""
+    for init in ("ones", "keep"):
+        small = tiny_mlp((4, 5, 3), bias=True)
+        opt = GSGD(small, (4,), lr=0.1, init=init)
+        train(small, opt, (4,), steps=1)
+        other = tiny_mlp((4, 6, 3), bias=True)
+        with pytest.raises(ValueError, match="belongs to another model"):
+            GSGD(other, (4,), lr=0.1, init=init).load_state_dict(opt.state_dict())
 
 
 def test_param_groups_and_scheduler():
