@@ -32,7 +32,7 @@ _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     F.log_softmax: "log_softmax", F.layer_norm: "layer_norm", F.elu: "elu",
     F.softplus: "softplus", F.relu6: "relu6", F.hardtanh: "hardtanh",
     F.scaled_dot_product_attention: "attention", torch.matmul: "matmul", torch.bmm: "bmm",
-    torch.exp: "exp", torch.log: "log", torch.abs: "abs",
+    torch.exp: "exp", torch.log: "log",
 }
 _IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
                      nn.AlphaDropout)
@@ -41,9 +41,10 @@ _SUPPORTED_MODULES = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten,
 )
+# |x| = max(x, -x) is a leaky ReLU of slope -1: positively homogeneous like the others
 _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.dropout, F.dropout1d, F.dropout2d,
-                         torch.dropout}
-_ACTIVATION_METHODS = {"relu", "relu_", "contiguous", "clone", "detach"}
+                         torch.dropout, torch.abs}
+_ACTIVATION_METHODS = {"relu", "relu_", "abs", "abs_", "contiguous", "clone", "detach"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _STATIC_METHODS = {"size", "dim", "numel"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
@@ -354,7 +355,7 @@ class _Builder:
                 self.visit_scale(node, divide=method.startswith("div"))
             elif method == "mean":
                 self.visit_mean(node)
-            elif method in ("sigmoid", "tanh", "softmax", "exp", "log", "abs", "matmul"):
+            elif method in ("sigmoid", "tanh", "softmax", "exp", "log", "matmul"):
                 raise _Skip(f"{_describe(node)}: {method} is not positively homogeneous: it "
                             "breaks the rescaling symmetry")
             else:

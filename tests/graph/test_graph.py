@@ -642,3 +642,30 @@ def test_support_report_counts_rescalable_units() -> None:
                           nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
     assert str(check_support(model, (3,))) == \
         "supported: 3 layers, 4 rescalable hidden units in 4 rescaling groups"
+
+
+class _AbsNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.abs(self.b(self.a(x).abs())))
+
+
+def test_abs_is_a_positively_homogeneous_activation() -> None:
+    """|x| = max(x, -x), a leaky ReLU of slope -1: supported, and PathCond keeps the
+    function; the path magnitudes are those of the same weights with ReLUs."""
+    torch.manual_seed(0)
+    model = _AbsNet().double()
+    relu = nn.Sequential(model.a, nn.ReLU(), model.b, nn.ReLU(), model.c)
+    assert check_support(model, (3,)).supported
+    got = pathcond.path_magnitudes(model, (3,))
+    want = pathcond.path_magnitudes(relu, (3,))
+    for (name, a), b in zip(got.items(), want.values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    before = model(x).detach()
+    report = pathcond.rescale(model, (3,))
+    assert report.am_gm_after < report.am_gm_before
+    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
