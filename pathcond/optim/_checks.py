@@ -63,6 +63,8 @@ class ModelParamGroups(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         params = param_group["params"]
+        if isinstance(params, set):  # torch.optim refuses unordered collections
+            super().add_param_group(param_group)
         params = [params] if isinstance(params, torch.Tensor) else list(params)
         own = getattr(self, "_own_param_ids", None)
         if own is not None and any(id(p) not in own for p in params):
