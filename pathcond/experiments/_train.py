@@ -183,6 +183,10 @@ def _record(status: str, history: Sequence[Mapping[str, Any]], extra: Mapping[st
 # ------------------------------------------------------------------------ trainer units
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataSplits, *,
                stop_at: tuple[str, float] | None = None, chunk: int = 5,
                spec_extra: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
@@ -205,6 +209,7 @@ def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataS
 
     spec = {"config": dict(config), "stop_at": list(stop_at) if stop_at else None,
             "chunk": chunk if stop_at else None, **dict(spec_extra or {})}
+    progress = ctx.unit_progress()
     cached = ctx.store.get(key, spec)
     if cached is not None:
         return dict(cached)
@@ -215,7 +220,8 @@ def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataS
     log = ctx.log if ctx.progress else (lambda _m: None)
     epochs = cfg.training.epochs
     stops = list(range(chunk, epochs, chunk)) + [epochs] if stop_at else [epochs]
-    ctx.log(f"{key}: training ({epochs} epochs{', stop at ' + str(stop_at) if stop_at else ''})")
+    ctx.log(f"{key}: training ({_epochs(epochs)}{', stop at ' + str(stop_at) if stop_at else ''}"
+            f"; {progress})")
     t0 = time.perf_counter()
     result: Any = None
     fresh = not ctx.resume
@@ -447,11 +453,13 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
     full_spec = {"minimal_loop": 1, **dict(spec), "method": dict(method),
                  "optimizer": dict(optimizer), "epochs": epochs, "batch_size": batch_size,
                  "seed": seed, "stop_at": list(stop_at) if stop_at else None}
+    progress = ctx.unit_progress()
     cached = ctx.store.get(key, full_spec)
     if cached is not None:
         return dict(cached)
     if not ctx.may_train(key):
         return None
+    ctx.log(f"{key}: training ({_epochs(epochs)}, minimal loop; {progress})")
     run_dir = ctx.out_dir / "runs" / _safe(key)
     state_path = run_dir / "state.pt"
     torch.manual_seed(seed)

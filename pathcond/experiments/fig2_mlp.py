@@ -86,6 +86,7 @@ def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, An
     seeds = [int(s) for s in p["seeds"]]
     stop = bool(p.get("stop_at_target", True))
     runs: dict[str, Any] = {}
+    ctx.units_total = len(seeds) * len(lrs) * len(depths) * len(methods)
     for seed in seeds:  # seeds outermost: an interrupted sweep holds whole seeds
         for lr in lrs:
             for depth in depths:
@@ -222,6 +223,7 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     targets = [float(t) for t in p.get("targets", [0.9])]
     variants = {str(k): dict(v) for k, v in p["variants"].items()}
     runs: dict[str, Any] = {}
+    ctx.units_total = len(variants) * len(seeds)
     for label, method in variants.items():
         batchnorm = bool(method.pop("batchnorm", True))
         for seed in seeds:

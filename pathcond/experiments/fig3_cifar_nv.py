@@ -108,6 +108,7 @@ def _sweep(ctx: RunContext, lrs: list[float]) -> dict[str, Any]:
     methods = _methods(p)
     seeds = [int(s) for s in p["seeds"]]
     runs: dict[str, Any] = {}
+    ctx.units_total = len(lrs) * len(methods) * len(seeds)
     for lr in lrs:
         for label, method in methods:
             for seed in seeds:

@@ -74,6 +74,7 @@ def run_fig5(ctx: RunContext) -> dict[str, Any]:
     order = [float(x) for x in p.get("lr_order", lrs)]
     by_cost = sorted(ks, reverse=True)
     blocks = [by_cost[:-1], by_cost[-1:]] if len(by_cost) > 1 else [by_cost]
+    ctx.units_total = len(ks) * len(lrs) * len(methods) * len(seeds)
     for block in blocks:
         for seed in seeds:
             for lr in sorted(lrs, key=lambda x: order.index(x) if x in order else len(order)):

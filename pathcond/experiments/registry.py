@@ -163,6 +163,9 @@ class RunContext:
     skipped: list[str] = field(default_factory=list)
     #: keys of the training units :meth:`may_train` was asked about
     considered: set[str] = field(default_factory=set)
+    #: training units of the run's grid, when the runner says (progress lines count them)
+    units_total: int | None = None
+    units_seen: int = 0
     unfinished: str = ""  # set before drawing when units are missing: said on the figures
 
     @property
@@ -191,6 +194,12 @@ class RunContext:
             return True
         self.skipped.append(key)
         return False
+
+    def unit_progress(self) -> str:
+        """Count one more training unit of the grid (finished or not): ``unit 12/90``, for
+        the progress line of the units that train."""
+        self.units_seen += 1
+        return f"unit {self.units_seen}" + (f"/{self.units_total}" if self.units_total else "")
 
     def figure_path(self, suffix: str = "") -> Path:
         """``<out_dir>/<name>[_suffix].png``."""

@@ -141,6 +141,7 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
     lrs = [float(x) for x in p["lrs"]]
     seeds = [int(s) for s in p["seeds"]]
     runs: dict[str, Any] = {}
+    ctx.units_total = len(seeds) * len(lrs) * len(methods)
     # Seeds outermost: an interrupted run (the full grid spans sessions on a CPU) already
     # holds every method x lr at the seeds it finished.
     for seed in seeds:
@@ -331,6 +332,7 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
 
     grid: list[list[float | None]] = []
     diverged = 0
+    ctx.units_total = len(values) * len(lrs) * len(seeds)
     for b in values:
         row: list[float | None] = []
         for lr in lrs:
@@ -448,6 +450,7 @@ def run_gsgd_mnist(ctx: RunContext) -> dict[str, Any]:
     seeds = [int(s) for s in p["seeds"]]
     out: dict[str, Any] = {"lr": lr, "widths": widths, "data": data.describe()}
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    ctx.units_total = len(seeds) * len(labels)
     for seed in seeds:  # seeds outermost: a partial run already compares every method
         for label in labels:
             rec = _train_one(ctx, data, label, lr, seed, widths, int(p["epochs"]))

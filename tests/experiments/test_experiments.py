@@ -507,3 +507,12 @@ def test_only_matching_no_unit_is_an_error(tmp_path: Path) -> None:
     assert any("no unit has the key part k=99" in m for m in part.summary["messages"])
     trained = [k for k in read_units(out / "units.json") or {} if not k.startswith("rescale/")]
     assert trained and all(k.startswith("k=7/") for k in trained)
+
+
+def test_progress_lines_count_the_units_of_the_grid(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    run_experiment("fig5", scale="smoke", out_dir=tmp_path / "f", progress=True,
+                   only=[["k=2"]])
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": training (" in line]
+    assert [line.split("; ")[-1] for line in lines] == ["unit 3/4)", "unit 4/4)"]
+    assert "(1 epoch; unit 3/4)" in lines[0]
