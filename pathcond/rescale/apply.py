@@ -85,9 +85,23 @@ def apply_rescaling(model: nn.Module, graph: RescalingGraph, log_scales: torch.T
                          "another model?")
     if optimizer is not None:  # before anything changes
         check_optimizer_state(optimizer, (params[n] for n in scales))
+    # Every new value is computed in float64 and checked to fit the parameter's dtype before
+    # any is written: a rescaling the dtype cannot hold fails with the model untouched.
+    new: dict[str, torch.Tensor] = {}
     for name, log_scale in scales.items():
         p = params[name]
-        p.mul_(torch.exp(log_scale).to(device=p.device, dtype=p.dtype))
+        value = (p.detach().to(torch.float64)
+                 * torch.exp(log_scale.to(p.device))).to(p.dtype)
+        if not bool(torch.isfinite(value).all()):
+            big = float((p.detach().to(torch.float64).abs()
+                         * torch.exp(log_scale.to(p.device))).max())
+            raise NonFiniteParameterError(
+                f"rescaling parameter {name!r} would give values up to {big:.3g}, beyond "
+                f"{p.dtype}'s range: the model was left unchanged; rescale a float64 model "
+                "(model.double()), or start from a better-scaled initialisation")
+        new[name] = value
+    for name, value in new.items():
+        params[name].copy_(value)
     if optimizer is not None:
         transport_optimizer_state(optimizer, ((params[n], s) for n, s in scales.items()))
 
@@ -130,5 +144,5 @@ def transport_optimizer_state(optimizer: torch.optim.Optimizer,
     check_optimizer_state(optimizer, (p for p, _ in pairs))  # all or nothing
     for p, log_scale in pairs:
         for key, value in _state_tensors(optimizer, p):
-            factor = torch.exp(_STATE_POWERS[key] * log_scale)
-            value.mul_(factor.to(device=value.device, dtype=value.dtype))
+            factor = torch.exp(_STATE_POWERS[key] * log_scale.to(value.device))
+            value.copy_((value.to(torch.float64) * factor).to(value.dtype))

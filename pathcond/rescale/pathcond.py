@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph, resolve_graph
 from ..lifting import lifting_parameters, magnitudes_of
 from ..solver import RescalingProblem, SolveResult, solve_block, solve_coordinate, solve_newton
@@ -100,6 +103,16 @@ def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     return CriterionValue(float(value), grad, problem.normalised(value), problem.am_gm(u))
 
 
+def _overflow_message(solver: str, exc: BaseException | None) -> str:
+    cause = f" ({exc})" if exc is not None else ""
+    other = "; the default solver='newton' bounds its steps and" if solver != "newton" else \
+        "; it"
+    return (f"the {solver} solver left float64's range on this network{cause}: its path "
+            f"magnitudes span too many orders of magnitude for this solver{other} may "
+            "succeed; otherwise start from a better-scaled initialisation. The model was "
+            "left unchanged")
+
+
 def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
             graph: RescalingGraph | None = None, tol: float | None = 1e-10,
             step_tol: float | None = None, max_sweeps: int = 1000,
@@ -124,6 +137,9 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
         raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
     if max_sweeps < 1:
         raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
+    for name, value in (("tol", tol), ("step_tol", step_tol)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be None or a finite number >= 0, got {value}")
     start = time.perf_counter()
     g = resolve_graph(model, input_shape, graph)
     problem = build_problem(model, g, dtype=dtype)
@@ -141,11 +157,16 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
 
     run = _SOLVERS[solver]
     try:
-        result: SolveResult = run(problem, tol=tol, step_tol=step_tol, max_sweeps=max_sweeps,
-                                  callback=callback)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result: SolveResult = run(problem, tol=tol, step_tol=step_tol,
+                                      max_sweeps=max_sweeps, callback=callback)
+    except (OverflowError, ValueError, ZeroDivisionError) as exc:
+        raise NonFiniteParameterError(_overflow_message(solver, exc)) from exc
     finally:
         if bar is not None:
             bar.close()
+    if not bool(torch.isfinite(result.log_scales).all()):
+        raise NonFiniteParameterError(_overflow_message(solver, None))
     apply_rescaling(model, g, result.log_scales, optimizer=optimizer)
     zero = torch.zeros(g.num_groups, dtype=dtype, device=problem.device)
     am_gm_before = problem.am_gm(zero, value=result.history[0] * problem.num_parameters)

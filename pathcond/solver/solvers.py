@@ -122,7 +122,10 @@ def solve_block(problem: RescalingProblem, *, tol: float | None, step_tol: float
             max_step = max(max_step, float(delta.abs().max()))
         if not blocks:
             total = float(problem.group_sums(u).total)
-        after = math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g
+        after = math.log(total) + 2.0 * float((problem.imbalance * u).sum()) / g \
+            if total > 0 else math.nan
+        if not (math.isfinite(after) and math.isfinite(max_step)):
+            break  # left float64's range: the caller sees non-finite log-scales
         if _end_sweep(history, after, sweeps, max_step, tol, step_tol, callback):
             converged = True
             break
@@ -199,6 +202,20 @@ def _armijo(problem: RescalingProblem, u: torch.Tensor, direction: torch.Tensor,
     return None
 
 
+#: Largest change of a log-scale in one Newton iteration (a factor e^20 on a magnitude): on
+#: badly scaled networks the Hessian's diagonal spans hundreds of orders of magnitude, and an
+#: uncapped step overflows every trial point of the line search.
+MAX_NEWTON_STEP = 10.0
+
+
+def _capped(direction: torch.Tensor) -> torch.Tensor:
+    """``direction`` shortened so that no entry exceeds :data:`MAX_NEWTON_STEP`."""
+    largest = float(direction.abs().max()) if direction.numel() else 0.0
+    if math.isfinite(largest) and largest > MAX_NEWTON_STEP:
+        return direction * (MAX_NEWTON_STEP / largest)
+    return direction
+
+
 def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: float | None,
                  max_sweeps: int, callback: Callable[[int, float], None] | None = None
                  ) -> SolveResult:
@@ -237,6 +254,7 @@ def solve_newton(problem: RescalingProblem, *, tol: float | None, step_tol: floa
         newton_direction = _conjugate_gradient(masked, -grad, precondition, forcing, 500)
         found = None
         for direction in (newton_direction, -grad / diag):  # Newton, else scaled gradient
+            direction = _capped(direction)
             found = _armijo(problem, u, direction, float(grad @ direction), value)
             if found is not None:
                 break

@@ -1,0 +1,98 @@
+"""Badly scaled networks: the rescaling is computed in float64 and written only if the
+model's dtype can hold it; the Newton solver bounds its steps; a solver that leaves float64's
+range says so, with the model untouched; invalid tolerances are refused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import pathcond
+from pathcond import NonFiniteParameterError
+
+
+def mlp(depth: int, width: int, scale: float, *, seed: int = 0,
+        dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    torch.manual_seed(seed)
+    mods: list[nn.Module] = [nn.Linear(2, width)]
+    for _ in range(depth - 2):
+        mods += [nn.ReLU(), nn.Linear(width, width)]
+    mods += [nn.ReLU(), nn.Linear(width, 2)]
+    model = nn.Sequential(*mods).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
+
+
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_float32_values_that_fit_are_written_exactly() -> None:
+    """Layer scales 1e30, 1e-30, 1e30 in float32: each factor alone overflows float32, the
+    rescaled values do not; they are the float64 products, rounded once."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(),
+                          nn.Linear(3, 2))
+    with torch.no_grad():
+        for layer, s in ((model[0], 1e30), (model[2], 1e-30), (model[4], 1e30)):
+            layer.weight.mul_(s)
+            layer.bias.mul_(s)
+    ref = copy.deepcopy(model)
+    report = pathcond.rescale(model, (2,))
+    graph = pathcond.rescaling_graph(ref, (2,))
+    scales = pathcond.parameter_log_scales(graph, report.log_scales.to(torch.float64))
+    params = dict(ref.named_parameters())
+    for name, p in model.named_parameters():
+        want = (params[name].detach().double() * torch.exp(scales[name])).float() \
+            if name in scales else params[name].detach()
+        assert torch.equal(p.detach(), want), name
+    x = torch.ones(1, 2)
+    torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=0.0)
+
+
+def test_a_rescaling_beyond_the_dtype_is_refused_with_the_model_untouched() -> None:
+    model = mlp(24, 32, 1.0)  # float32, PyTorch's init: the optimum needs values ~1e51
+    before = state(model)
+    with pytest.raises(NonFiniteParameterError, match="beyond torch.float32's range: the "
+                                                      "model was left unchanged"):
+        pathcond.rescale(model, (2,))
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    report = pathcond.rescale(model.double(), (2,))  # float64 holds it
+    assert report.converged and report.am_gm_after < report.am_gm_before
+
+
+def test_newton_bounds_its_steps_on_a_small_initialisation() -> None:
+    """Parameters ~0.003: the Hessian's diagonal spans ~180 orders of magnitude; Newton
+    still converges, to the block solver's minimum."""
+    model = mlp(8, 32, 0.03, dtype=torch.float64)
+    newton = pathcond.rescale(copy.deepcopy(model), (2,), solver="newton")
+    block = pathcond.rescale(copy.deepcopy(model), (2,), solver="block")
+    assert newton.converged and block.converged
+    assert newton.am_gm_after == pytest.approx(block.am_gm_after, rel=1e-6)
+    assert newton.am_gm_after < 1e-4 * newton.am_gm_before
+
+
+@pytest.mark.parametrize("solver", ["block", "coordinate"])
+def test_a_solver_leaving_float64_says_so(solver: str) -> None:
+    model = mlp(4, 3, 1e150, dtype=torch.float64)  # path magnitudes ~1e1200
+    before = state(model)
+    with pytest.raises(NonFiniteParameterError, match=f"the {solver} solver left float64's "
+                                                      "range .*solver='newton'"):
+        pathcond.rescale(model, (2,), solver=solver)  # type: ignore[arg-type]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+@pytest.mark.parametrize("tol", [-1.0, float("nan"), float("inf")])
+def test_invalid_tolerances_are_refused(tol: float) -> None:
+    model = mlp(3, 4, 1.0)
+    with pytest.raises(ValueError, match="tol must be None or a finite number >= 0"):
+        pathcond.rescale(model, (2,), tol=tol)
+    with pytest.raises(ValueError, match="step_tol must be None"):
+        pathcond.rescale(model, (2,), step_tol=tol)
