@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph, resolve_graph
-from ..lifting import lifting_parameters, magnitudes_of
+from ..lifting import LiftingParameters, lifting_parameters, magnitudes_of
 from ..solver import RescalingProblem, SolveResult, solve_block, solve_coordinate, solve_newton
 from .apply import apply_rescaling
 
@@ -85,9 +85,34 @@ class CriterionValue:
 
 def build_problem(model: nn.Module, graph: RescalingGraph, *,
                   dtype: torch.dtype = torch.float64) -> RescalingProblem:
-    """Path magnitudes of ``model`` (one forward/backward pass) reduced for the solvers."""
-    return RescalingProblem.build(graph, magnitudes_of(graph, lifting_parameters(
-        model, graph, dtype=dtype)))
+    """Path magnitudes of ``model`` (one forward/backward pass) reduced for the solvers.
+
+    A non-zero parameter without path magnitude is checked (by one more pass, on the
+    parameters' support): structurally dead (no path of non-zero parameters through it) is a
+    dead unit; a magnitude that underflowed ``dtype`` raises
+    :class:`~pathcond.NonFiniteParameterError` instead of passing for one."""
+    params = lifting_parameters(model, graph, dtype=dtype)
+    mags = magnitudes_of(graph, params)
+    pairs = [*zip(params.weights, mags.weights, strict=True),
+             *((b, m) for b, m in zip(params.biases, mags.biases, strict=True)
+               if b is not None and m is not None)]
+    if any(bool(((p != 0) & (m == 0)).any()) for p, m in pairs):
+        # a non-zero parameter without magnitude: structurally dead, or underflowed
+        support = LiftingParameters(
+            tuple((w != 0).to(w.dtype) for w in params.weights),
+            tuple(None if b is None else (b != 0).to(b.dtype) for b in params.biases))
+        smags = magnitudes_of(graph, support)
+        spairs = [*smags.weights, *(m for b, m in zip(params.biases, smags.biases, strict=True)
+                                    if b is not None and m is not None)]
+        lost = sum(int(((m == 0) & (s > 0)).sum())
+                   for (_, m), s in zip(pairs, spairs, strict=True))
+        if lost:
+            raise NonFiniteParameterError(
+                f"the path magnitudes of {lost} parameter(s) underflow {dtype} although paths "
+                "of non-zero parameters run through them: the parameters span more than "
+                f"{dtype}'s range; start from a better-scaled initialisation")
+    problem = RescalingProblem.build(graph, mags)
+    return problem
 
 
 def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,

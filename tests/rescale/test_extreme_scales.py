@@ -5,6 +5,7 @@ range says so, with the model untouched; invalid tolerances are refused."""
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -35,13 +36,7 @@ def state(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_float32_values_that_fit_are_written_exactly() -> None:
     """Layer scales 1e30, 1e-30, 1e30 in float32: each factor alone overflows float32, the
     rescaled values do not; they are the float64 products, rounded once."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 3), nn.ReLU(),
-                          nn.Linear(3, 2))
-    with torch.no_grad():
-        for layer, s in ((model[0], 1e30), (model[2], 1e-30), (model[4], 1e30)):
-            layer.weight.mul_(s)
-            layer.bias.mul_(s)
+    model = layered((1e30, 1e-30, 1e30))
     ref = copy.deepcopy(model)
     report = pathcond.rescale(model, (2,))
     graph = pathcond.rescaling_graph(ref, (2,))
@@ -78,13 +73,30 @@ def test_newton_bounds_its_steps_on_a_small_initialisation() -> None:
     assert newton.am_gm_after < 1e-4 * newton.am_gm_before
 
 
-@pytest.mark.parametrize("solver", ["block", "coordinate"])
-def test_a_solver_leaving_float64_says_so(solver: str) -> None:
-    model = mlp(4, 3, 1e150, dtype=torch.float64)  # path magnitudes ~1e1200
+def layered(scales: tuple[float, ...]) -> nn.Sequential:
+    """A 2-3-...-2 MLP whose layers are multiplied by ``scales``."""
+    torch.manual_seed(0)
+    mods: list[nn.Module] = []
+    for i in range(len(scales)):
+        mods += [nn.Linear(2 if i == 0 else 3, 3 if i < len(scales) - 1 else 2), nn.ReLU()]
+    model = nn.Sequential(*mods[:-1])
+    with torch.no_grad():
+        for layer, s in zip(model[::2], scales, strict=True):
+            layer.weight.mul_(s)
+            layer.bias.mul_(s)
+    return model
+
+
+@pytest.mark.parametrize(("solver", "make"), [
+    ("block", lambda: mlp(16, 32, 0.01, dtype=torch.float64)),
+    ("coordinate", lambda: layered((1e30, 1e-30, 1e30))),
+])
+def test_a_solver_leaving_float64_says_so(solver: str, make: Any) -> None:
+    model = make()
     before = state(model)
     with pytest.raises(NonFiniteParameterError, match=f"the {solver} solver left float64's "
                                                       "range .*solver='newton'"):
-        pathcond.rescale(model, (2,), solver=solver)  # type: ignore[arg-type]
+        pathcond.rescale(model, (2,), solver=solver)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key])
 
@@ -96,3 +108,20 @@ def test_invalid_tolerances_are_refused(tol: float) -> None:
         pathcond.rescale(model, (2,), tol=tol)
     with pytest.raises(ValueError, match="step_tol must be None"):
         pathcond.rescale(model, (2,), step_tol=tol)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_underflowed_magnitudes_are_not_taken_for_dead_units(scale: float) -> None:
+    """Depth 30, width 2, every parameter times 1e-30 (or 1e30): path magnitudes of 1e-1800
+    underflow float64; the error says so instead of reporting dead units and a wrong AM/GM.
+    A truly dead unit (zero incoming weights) is still one."""
+    model = mlp(30, 2, scale, dtype=torch.float64)
+    with pytest.raises(NonFiniteParameterError, match="underflow torch.float64 although paths "
+                                                      "of non-zero parameters run through"):
+        pathcond.rescale(model, (2,))
+    dead = mlp(4, 3, 1.0, dtype=torch.float64)
+    with torch.no_grad():
+        dead[2].weight[1].zero_()
+        dead[2].bias[1] = 0.0
+    report = pathcond.rescale(dead, (2,))
+    assert [d.name for d in report.dead_groups] == ["2[1]"]
