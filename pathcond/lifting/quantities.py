@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph, resolve_graph
 from .network import log_total, total, total_differentiable
 from .parameters import LiftingParameters, lifting_parameters
@@ -81,6 +82,7 @@ def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, 
 
     With a folded BatchNorm, ``<layer>.weight`` holds the magnitudes of the folded weight
     ``(gamma / sigma) W`` and ``<batchnorm>.bias`` those of the folded bias (docs/batchnorm.md).
+    Raises :class:`~pathcond.NonFiniteParameterError` when a magnitude exceeds ``dtype``.
     """
     g = resolve_graph(model, input_shape, graph)
     mags = magnitudes_of(g, lifting_parameters(model, g, dtype=dtype)).absolute()
@@ -89,6 +91,11 @@ def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, 
         out[layer.weight_name] = w
         if b is not None and layer.lifting_bias_name is not None:
             out[layer.lifting_bias_name] = b
+    for name, m in out.items():
+        if not bool(torch.isfinite(m).all()):
+            raise NonFiniteParameterError(
+                f"the path magnitudes of {name!r} exceed {dtype}'s range: the parameters span "
+                "more than it can hold")
     return out
 
 
@@ -102,10 +109,25 @@ def path_norm(model: nn.Module, input_shape: Sequence[int] | None = None, *, p: 
     g = resolve_graph(model, input_shape, graph)
     params = lifting_parameters(model, g, dtype=dtype)
     with torch.no_grad():
-        log_n = float(log_total(g, [w.abs() ** p for w in params.weights],
-                                [None if b is None else b.abs() ** p for b in params.biases],
-                                power=p))
+        powered_w = [_powered(w, p, dtype) for w in params.weights]
+        powered_b = [None if b is None else _powered(b, p, dtype) for b in params.biases]
+        log_n = float(log_total(g, powered_w, powered_b, power=p))
+    if math.isnan(log_n):
+        raise NonFiniteParameterError(f"the L{p:g} path-norm is not computable in {dtype}: "
+                                      "the parameters span more than its range")
     return log_n / p if log else _exp_or_inf(log_n / p, "the path-norm")
+
+
+def _powered(t: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """``|t|^p``, refused where it leaves ``dtype``'s range (an infinite or a vanished
+    power would turn the path sums into NaN or drop paths)."""
+    out = t.abs() ** p
+    if not bool(torch.isfinite(out).all()) or bool(((out == 0) & (t != 0)).any()):
+        raise NonFiniteParameterError(
+            f"|theta|^{p:g} of some parameters leaves {dtype}'s range (parameters from "
+            f"{float(t.abs()[t != 0].min()):.3g} to {float(t.abs().max()):.3g}): the L{p:g} "
+            "path-norm cannot be computed in this dtype; try p=1 or a better-scaled network")
+    return out
 
 
 def num_paths(model: nn.Module, input_shape: Sequence[int] | None = None, *,

@@ -125,3 +125,18 @@ def test_underflowed_magnitudes_are_not_taken_for_dead_units(scale: float) -> No
         dead[2].bias[1] = 0.0
     report = pathcond.rescale(dead, (2,))
     assert [d.name for d in report.dead_groups] == ["2[1]"]
+
+
+def test_path_quantities_beyond_float64_are_errors_not_nan() -> None:
+    """W1 = 1e-170, W2 = 1e170: every path value is O(1), but |w|^2 leaves float64."""
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(),
+                          nn.Linear(2, 2, bias=False)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1e-170)
+        model[2].weight.fill_(1e170)
+    assert pathcond.path_norm(model, (2,), p=1) == pytest.approx(8.0)
+    for p in (2, 3):
+        with pytest.raises(NonFiniteParameterError, match=f"L{p} path-norm cannot be computed"):
+            pathcond.path_norm(model, (2,), p=p)
+    with pytest.raises(NonFiniteParameterError, match="exceed torch.float64's range"):
+        pathcond.path_magnitudes(model, (2,))
