@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph, resolve_graph
-from ..lifting import LiftingParameters, lifting_parameters, magnitudes_of
+from ..lifting import LiftingParameters, Magnitudes, lifting_parameters, magnitudes_of
 from ..solver import RescalingProblem, SolveResult, solve_block, solve_coordinate, solve_newton
 from .apply import apply_rescaling
 
@@ -93,19 +93,15 @@ def build_problem(model: nn.Module, graph: RescalingGraph, *,
     :class:`~pathcond.NonFiniteParameterError` instead of passing for one."""
     params = lifting_parameters(model, graph, dtype=dtype)
     mags = magnitudes_of(graph, params)
-    pairs = [*zip(params.weights, mags.weights, strict=True),
-             *((b, m) for b, m in zip(params.biases, mags.biases, strict=True)
-               if b is not None and m is not None)]
-    if any(bool(((p != 0) & (m == 0)).any()) for p, m in pairs):
-        # a non-zero parameter without magnitude: structurally dead, or underflowed
+    if _suspicious(graph, params, mags):
+        # a non-zero parameter on a path of the graph without magnitude: other parameters
+        # are zero (a dead unit), or it underflowed: one pass on the parameters' support
         support = LiftingParameters(
             tuple((w != 0).to(w.dtype) for w in params.weights),
             tuple(None if b is None else (b != 0).to(b.dtype) for b in params.biases))
         smags = magnitudes_of(graph, support)
-        spairs = [*smags.weights, *(m for b, m in zip(params.biases, smags.biases, strict=True)
-                                    if b is not None and m is not None)]
-        lost = sum(int(((m == 0) & (s > 0)).sum())
-                   for (_, m), s in zip(pairs, spairs, strict=True))
+        lost = sum(int(((m == 0) & (sm > 0)).sum())
+                   for m, sm in zip(_entries(mags), _entries(smags), strict=True))
         if lost:
             raise NonFiniteParameterError(
                 f"the path magnitudes of {lost} parameter(s) underflow {dtype} although paths "
@@ -113,6 +109,38 @@ def build_problem(model: nn.Module, graph: RescalingGraph, *,
                 f"{dtype}'s range; start from a better-scaled initialisation")
     problem = RescalingProblem.build(graph, mags)
     return problem
+
+
+def _entries(m: Magnitudes | LiftingParameters) -> list[torch.Tensor]:
+    """Weights, then the biases that exist, of every layer."""
+    return [*m.weights, *(b for b in m.biases if b is not None)]
+
+
+def _path_support(graph: RescalingGraph, like: torch.Tensor) -> list[torch.Tensor]:
+    """Per lifting entry (as :func:`_entries`), whether any path of the graph runs through it
+    whatever the values (not, e.g., a kernel position that only ever meets padding): one
+    pass on all-ones parameters, kept on the graph (it depends on the structure only)."""
+    cached = graph.__dict__.get("_path_support")
+    if cached is None:
+        ones = LiftingParameters(
+            tuple(torch.ones(layer.weight_shape, dtype=like.dtype, device=like.device)
+                  for layer in graph.layers),
+            tuple(torch.ones(layer.out_units, dtype=like.dtype, device=like.device)
+                  if layer.has_lifting_bias else None for layer in graph.layers))
+        cached = [m > 0 for m in _entries(magnitudes_of(graph, ones))]
+        object.__setattr__(graph, "_path_support", cached)  # a cache of a frozen graph
+    return [c.to(like.device) for c in cached]
+
+
+def _suspicious(graph: RescalingGraph, params: LiftingParameters, mags: Magnitudes) -> bool:
+    """Whether some non-zero parameter that a path of the graph runs through has no path
+    magnitude (dead through zero parameters elsewhere, or underflowed)."""
+    entries, found = _entries(params), _entries(mags)
+    if not any(bool(((p != 0) & (m == 0)).any()) for p, m in zip(entries, found, strict=True)):
+        return False
+    support = _path_support(graph, entries[0])
+    return any(bool(((p != 0) & (m == 0) & s).any())
+               for p, m, s in zip(entries, found, support, strict=True))
 
 
 def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,
