@@ -40,8 +40,10 @@ lane_a() {
   fig2_mnist --only depth=3                  # the paper's strongest claim, all seeds
   fig2_mnist --only baseline,pathcond        # the headline comparison at every depth
   run thesis_mnist --only seed=1,seed=2      # spreads over seeds
-  fig2_mnist
+  fig2_mnist --only enorm_bn,enorm_epoch     # the ENorm variants that change the training
   run thesis_mnist
+  fig2_mnist                                 # the rest: ENorm in the paper setting, an
+                                             # exact no-op on MLP_BN (copies of the baseline)
 }
 lane_b() {
   run fig5 --only k=7,k=4
