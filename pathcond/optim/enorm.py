@@ -116,8 +116,6 @@ class ENorm:
                  schedule: Schedule = "layers", optimizer: torch.optim.Optimizer | None = None,
                  graph: RescalingGraph | None = None):
         check_model(type(self).__name__, model)
-        if optimizer is not None:
-            check_attached_optimizer(type(self).__name__, model, optimizer)
         if not (c > 0 and math.isfinite(c)):
             raise ValueError(f"c must be positive and finite, got {c}")
         if not (p > 0 and math.isfinite(p)):
