@@ -22,6 +22,7 @@ from .rescale import (
     RescaleReport,
     apply_rescaling,
     criterion,
+    learning_rate_factors,
     parameter_log_scales,
     rescale,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "criterion", "rescale", "DatasetNotFoundError", "NonFiniteParameterError",
     "PathcondError", "RescalingGraph", "SupportReport", "UnsupportedModelError",
     "UnsupportedOptimizerError",
-    "apply_rescaling", "check_support", "lifting_parameters", "num_paths",
+    "apply_rescaling", "check_support", "learning_rate_factors", "lifting_parameters",
+    "num_paths",
     "parameter_log_scales", "path_magnitudes", "path_norm", "rescaling_graph",
 ]

@@ -25,7 +25,7 @@ COLORS = {
     "weightfix_ones": "darkorange",
     "weightfix_adam_ones": "hotpink",
     "gsgd_ones_all": "darkviolet", "sgd_ones_all": "teal", "gadam_ones": "dimgray",
-    "pathcond_adam": "salmon",
+    "pathcond_adam": "salmon", "sgd_lr_matched": "tab:orange",
 }
 
 

@@ -21,10 +21,15 @@ small to moderate learning rates, vanishing at large ones.
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
+from torch import nn
+
+from ..errors import ConfigError
 from ._plot import COLORS, log_scale, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
 from ._train import (
@@ -37,19 +42,65 @@ from ._train import (
 )
 from .registry import RunContext
 
-__all__ = ["draw_app_k", "draw_fig2", "draw_fig2_bn", "run_app_k", "run_fig2", "run_fig2_bn"]
+__all__ = ["draw_app_k", "draw_fig2", "draw_fig2_bn", "pathcond_lr_factor", "run_app_k",
+           "run_fig2", "run_fig2_bn"]
 
 
-def _methods(p: dict[str, Any]) -> list[tuple[str, Any]]:
-    """``(label, method config)`` pairs; a plain string is its own label."""
+class _Method(NamedTuple):
+    label: str
+    method: Any  # the trainer's method config
+    lr_scale: str | None  # "pathcond": the lr times PathCond's factor (pathcond_lr_factor)
+
+
+def _methods(p: dict[str, Any]) -> list[_Method]:
+    """The configured methods; a plain string is its own label."""
     out = []
     for m in p["methods"]:
         if isinstance(m, str):
-            out.append((m, m))
-        else:
-            m = dict(m)
-            out.append((str(m.pop("label", m.get("name"))), m.get("method", m)))
+            out.append(_Method(m, m, None))
+            continue
+        m = dict(m)
+        lr_scale = m.pop("lr_scale", None)
+        if lr_scale not in (None, "pathcond"):
+            raise ConfigError(f"method {m.get('label')!r}: lr_scale must be 'pathcond' or "
+                              f"absent, got {lr_scale!r}")
+        out.append(_Method(str(m.pop("label", m.get("name"))), m.get("method", m), lr_scale))
     return out
+
+
+def pathcond_lr_factor(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """The learning-rate factor PathCond at initialisation amounts to on the BatchNorm'd
+    weights: the geometric mean of ``exp(-2 B u*)`` over the entries of the weights of
+    layers followed by a BatchNorm whose inputs are rescaled (``model`` is left unchanged).
+
+    Behind a BatchNorm a weight is scale-invariant, so SGD on the rescaled net is SGD with
+    these per-entry factors on the original (:mod:`pathcond.rescale.preconditioning`); one
+    number summarises them. Rounded to 4 significant digits, so that a unit's recorded
+    learning rate does not depend on the last bits of the solve.
+    """
+    from ..graph import rescaling_graph
+    from ..rescale import learning_rate_factors, rescale
+
+    graph = rescaling_graph(model, input_shape)
+    report = rescale(copy.deepcopy(model), graph=graph)
+    factors = learning_rate_factors(model, graph, report.log_scales)
+    names = [layer.weight_name for layer in graph.layers
+             if layer.batchnorm is not None and bool((layer.col_groups >= 0).any())]
+    if not names:
+        return 1.0
+    logs = torch.cat([factors[n].log().reshape(-1) for n in names])
+    return float(f"{math.exp(float(logs.mean())):.4g}")
+
+
+def _lr_factor(p: dict[str, Any], depth: int, seed: int, n_in: int) -> float:
+    """:func:`pathcond_lr_factor` of the MLP_BN the trainer builds for ``seed``."""
+    from ..models import get_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # as the trainer does before building the model
+        model = get_model("mlp_bn", depth=depth, width=int(p.get("width", 500)),
+                          in_features=n_in)
+    return pathcond_lr_factor(model, (n_in,))
 
 
 def _config(p: dict[str, Any], depth: int, lr: float, method: Any, label: str, seed: int,
@@ -80,19 +131,22 @@ def _data(ctx: RunContext) -> tuple[Any, int]:
 def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, Any]:
     p = ctx.params
     methods = _methods(p)
-    check_trainer_methods(ctx, [method for _, method in methods])
+    check_trainer_methods(ctx, [m.method for m in methods])
     data, n_in = _data(ctx)
     target = float(p.get("target", 0.99))
     seeds = [int(s) for s in p["seeds"]]
     stop = bool(p.get("stop_at_target", True))
     runs: dict[str, Any] = {}
+    factors = {(d, s): _lr_factor(p, d, s, n_in) for d in depths for s in seeds}
     ctx.units_total = len(seeds) * len(lrs) * len(depths) * len(methods)
     for seed in seeds:  # seeds outermost: an interrupted sweep holds whole seeds
         for lr in lrs:
             for depth in depths:
-                for label, method in methods:
+                for label, method, lr_scale in methods:
                     key = run_key(f"depth={depth}", f"lr={lr}", label, f"seed={seed}")
-                    rec = train_unit(ctx, key, _config(p, depth, lr, method, label, seed, n_in),
+                    unit_lr = lr * factors[depth, seed] if lr_scale == "pathcond" else lr
+                    rec = train_unit(ctx, key,
+                                     _config(p, depth, unit_lr, method, label, seed, n_in),
                                      data, stop_at=("train_acc", target) if stop else None,
                                      chunk=int(p.get("chunk", 5)))
                     if rec is not None:
@@ -102,8 +156,10 @@ def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, An
         for depth in depths:
             params = n_in * int(p.get("width", 500)) + (depth - 1) * int(p.get("width", 500)) ** 2 \
                 + int(p.get("width", 500)) * 10 + 10 + depth * 2 * int(p.get("width", 500))
-            row: dict[str, Any] = {"lr": lr, "depth": depth, "parameters": params}
-            for label, _ in methods:
+            row: dict[str, Any] = {"lr": lr, "depth": depth, "parameters": params,
+                                   "pathcond_lr_factor": mean_std(factors[depth, s]
+                                                                  for s in seeds)}
+            for label, *_ in methods:
                 recs = [runs[k] for s in seeds
                         if (k := run_key(f"depth={depth}", f"lr={lr}", label, f"seed={s}"))
                         in runs]
@@ -116,7 +172,7 @@ def _sweep(ctx: RunContext, depths: list[int], lrs: list[float]) -> dict[str, An
                               "final_train_loss": mean_std(r["final_train_loss"]
                                                            for r in recs)}
             b = row.get("baseline", {}).get("epochs_to_target", {}).get("mean")
-            for label, _ in methods:
+            for label, *_ in methods:
                 e = row[label]["epochs_to_target"]["mean"]
                 if b and e and label != "baseline":
                     row[label]["speedup_vs_baseline"] = b / e
@@ -135,6 +191,8 @@ def run_fig2(ctx: RunContext) -> dict[str, Any]:
     out["pathcond_speedup_max"] = max(speed) if speed else None
     out["pathcond_speedup_by_depth"] = {str(r["depth"]): r.get("pathcond", {}).get(
         "speedup_vs_baseline") for r in out["table"]}
+    out["pathcond_lr_factor_by_depth"] = {str(r["depth"]): r["pathcond_lr_factor"]["mean"]
+                                          for r in out["table"]}
     return out
 
 
@@ -145,7 +203,7 @@ def run_app_k(ctx: RunContext) -> dict[str, Any]:
 
 
 def _curves(ax: Any, ctx: RunContext, depth: int, lr: float, key: str, ylabel: str) -> None:
-    seed_curves(ax, ctx, [label for label, _ in _methods(ctx.params)],
+    seed_curves(ax, ctx, [m.label for m in _methods(ctx.params)],
                 (f"depth={depth}", f"lr={lr}"), key, ylabel, f"depth {depth}, lr {lr}")
 
 
@@ -154,7 +212,7 @@ def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
     lr = float(ctx.params["lr"])
-    for label, _ in _methods(ctx.params):
+    for label, *_ in _methods(ctx.params):
         rows = [r for r in summary["table"] if r[label]["epochs_to_target"]["mean"] is not None]
         axes[0].errorbar([r[label]["epochs_to_target"]["mean"] for r in rows],
                          [r["parameters"] / 1e6 for r in rows],
@@ -181,7 +239,7 @@ def draw_app_k(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     lrs = [float(x) for x in ctx.params["lrs"]]
     depths = [int(d) for d in ctx.params["depths"]]
     fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(4.4 * (len(lrs) + 1), 4.0))
-    for label, _ in _methods(ctx.params):
+    for label, *_ in _methods(ctx.params):
         for depth in depths:
             rows = [r for r in summary["table"] if r["depth"] == depth]
             xs = [r["lr"] for r in rows if r[label]["epochs_to_target"]["mean"] is not None]

@@ -8,8 +8,9 @@ from .apply import (
     transport_optimizer_state,
 )
 from .pathcond import CriterionValue, DeadGroup, RescaleReport, build_problem, criterion, rescale
+from .preconditioning import learning_rate_factors
 from .schedule import PathCondSchedule, ScheduleEvent
 
 __all__ = ["CriterionValue", "DeadGroup", "PathCondSchedule", "RescaleReport", "ScheduleEvent",
            "apply_rescaling", "build_problem", "check_optimizer_state", "criterion",
-           "parameter_log_scales", "rescale", "transport_optimizer_state"]
+           "learning_rate_factors", "parameter_log_scales", "rescale", "transport_optimizer_state"]

@@ -3,7 +3,9 @@ figure, and is resumable and deterministic; the CLI command; failure messages.""
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+import pathcond
 from pathcond.errors import ConfigError
 from pathcond.experiments import (
     SCALES,
@@ -114,6 +117,43 @@ def test_enorm_paper_setting_is_a_no_op_on_mlp_bn(smoke: dict[str, Any]) -> None
     base = next(v for k, v in units.items() if "/baseline/" in k)["result"]["history"]
     enorm = next(v for k, v in units.items() if "/enorm/" in k)["result"]["history"]
     assert [r["train_loss"] for r in base] == [r["train_loss"] for r in enorm]
+
+
+def test_pathcond_lr_factor_is_the_weight_shrinkage_squared() -> None:
+    """On MLP_BN, PathCond multiplies the columns of each BatchNorm'd weight by exp(-u); its
+    lr factor is the geometric mean of (before / after)^2 over the entries of the weights of
+    hidden layers 2..L (the first layer's inputs are not rescaled)."""
+    from pathcond.experiments.fig2_mlp import pathcond_lr_factor
+    from pathcond.models import mlp_bn
+
+    torch.manual_seed(3)
+    model = mlp_bn(3, width=16, in_features=12)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    factor = pathcond_lr_factor(model, (12,))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # untouched
+    rescaled = copy.deepcopy(model)
+    pathcond.rescale(rescaled, (12,))
+    after = dict(rescaled.named_parameters())
+    hidden = [n for n, p in model.named_parameters() if p.dim() == 2][1:-1]
+    logs = torch.cat([2 * (before[n].abs().log() - after[n].detach().abs().log()).reshape(-1)
+                      for n in hidden])
+    assert factor != 1.0
+    assert factor == pytest.approx(math.exp(float(logs.mean())), rel=1e-3)
+
+
+def test_fig2_lr_matched_control_runs_sgd_at_pathcond_factor(smoke: dict[str, Any]) -> None:
+    summary = smoke["results"]["fig2"].summary
+    row = summary["table"][0]
+    factor = row["pathcond_lr_factor"]["mean"]
+    assert factor > 0 and factor != 1.0
+    assert summary["pathcond_lr_factor_by_depth"][str(row["depth"])] == factor
+    units = read_units(smoke["root"] / "fig2" / "units.json") or {}
+    matched = next(v for k, v in units.items() if "/sgd_lr_matched/" in k)
+    base = next(v for k, v in units.items() if "/baseline/" in k)
+    lr = base["spec"]["config"]["optimizer"]["lr"]
+    assert matched["spec"]["config"]["optimizer"]["lr"] == pytest.approx(lr * factor)
+    assert matched["spec"]["config"]["method"] == "baseline"
+    assert "epochs_to_target" in row["sgd_lr_matched"]
 
 
 def test_table1_smoke_matches_the_paper(smoke: dict[str, Any]) -> None:
