@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "jsonable",
            "pack_tables", "read_units", "unpack_tables"]
 
@@ -125,12 +127,18 @@ def atomic_write_json(path: str | Path, obj: Any, *, indent: int | None = 1) -> 
     atomic_write_text(path, json.dumps(jsonable(obj), indent=indent) + "\n")
 
 
+def _describe(header: Mapping[str, Any]) -> str:
+    name = header.get("experiment", "an unnamed run")
+    return f"{name} ({header['scale']})" if header.get("scale") else str(name)
+
+
 class UnitStore:
     """Finished units of one experiment run, persisted in ``<out_dir>/units.json``.
 
     Args:
         out_dir: the experiment's output directory.
-        header: identifies the experiment and scale (stored, checked on resume).
+        header: identifies the experiment and scale (stored; a file whose header differs
+            is refused with :class:`~pathcond.errors.ConfigError`, with or without resume).
         resume: keep the units already in the file; ``False`` starts empty.
     """
 
@@ -146,10 +154,15 @@ class UnitStore:
         self.computed: set[str] = set()
         #: keys of the units this run computed again because their spec had changed
         self.replaced: list[str] = []
-        data = _read_object(self.path) if resume else None
-        if data is not None and dict(data.get("header") or {}).get("experiment") == \
-                self.header.get("experiment"):
-            self.units = dict(unpack_tables(data.get("units") or {}))
+        data = _read_object(self.path)
+        if data is not None:
+            theirs = dict(data.get("header") or {})
+            if any(theirs.get(k) != v for k, v in self.header.items()):
+                # Writing here would replace another run's units (restart included).
+                raise ConfigError(f"{self.path} holds the units of {_describe(theirs)}, not "
+                                  f"of {_describe(self.header)}: choose another directory")
+            if resume:
+                self.units = dict(unpack_tables(data.get("units") or {}))
 
     def _matching(self, key: str, spec: Mapping[str, Any]) -> dict[str, Any] | None:
         """The entry of unit ``key`` if it was finished with ``spec`` (then marked used)."""

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pathcond.errors import ConfigError
 from pathcond.experiments._io import (
     COLUMNS,
     UnitStore,
@@ -86,3 +88,16 @@ def test_read_only_store_never_writes(tmp_path: Path) -> None:
     assert store.run("a", {"n": 1}, lambda: 1.0) == 1.0
     store.flush()
     assert not (tmp_path / "units.json").exists()
+
+
+def test_store_refuses_another_runs_units(tmp_path: Path) -> None:
+    store = UnitStore(tmp_path, {"experiment": "x", "scale": "cpu"}, resume=True)
+    store.put("u", {"n": 1}, 1.0)
+    before = (tmp_path / "units.json").read_bytes()
+    for header in ({"experiment": "y", "scale": "cpu"}, {"experiment": "x", "scale": "full"}):
+        for resume in (True, False):
+            with pytest.raises(ConfigError, match=r"holds the units of x \(cpu\)"):
+                UnitStore(tmp_path, header, resume=resume)
+    assert (tmp_path / "units.json").read_bytes() == before
+    # the same run may restart: it starts empty, and its first put replaces the file
+    assert UnitStore(tmp_path, {"experiment": "x", "scale": "cpu"}, resume=False).units == {}
