@@ -207,10 +207,45 @@ def _curves(ax: Any, ctx: RunContext, depth: int, lr: float, key: str, ylabel: s
                 (f"depth={depth}", f"lr={lr}"), key, ylabel, f"depth {depth}, lr {lr}")
 
 
+def _speedups(ax: Any, summary: dict[str, Any], labels: list[str], epochs: int) -> None:
+    """Baseline epochs over each method's, by depth (hollow: not reached by any seed, an
+    upper bound), with PathCond's learning-rate factor on the BatchNorm'd weights."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    rows = sorted(summary["table"], key=lambda r: r["depth"])
+    for i, label in enumerate(labels):
+        if label == "baseline":
+            continue
+        for reached in (True, False):
+            pts = []
+            for r in rows:
+                base = r.get("baseline", {}).get("epochs_to_target", {}).get("mean")
+                mine = r[label]["epochs_to_target"]["mean"]
+                if base is None or not r[label]["runs"] or (mine is not None) != reached:
+                    continue
+                shift = 0.0 if reached else 0.08 * (i - len(labels) / 2)  # bounds coincide
+                pts.append((r["depth"] + shift, base / (mine if reached else epochs)))
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "o-" if reached else "v", color=COLORS.get(label),
+                        mfc=None if reached else "none", label=label if reached else None)
+    factors = [(r["depth"], r["pathcond_lr_factor"]["mean"]) for r in rows
+               if r.get("pathcond_lr_factor", {}).get("mean") is not None]
+    if factors:
+        ax.plot(*zip(*factors, strict=True), "k--", lw=1, label="PathCond lr factor (BN'd W)")
+    ax.axhline(1.0, color="gray", lw=0.6)
+    ax.set(xlabel="hidden layers", ylabel="speed-up over the baseline", yscale="log",
+           title="speed-up by depth (hollow: not reached, bound)")
+    for axis in (ax.yaxis,):
+        axis.set_major_formatter(FormatStrFormatter("%.2g"))
+        axis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    _legend(ax, 7)
+
+
 def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
-    """Parameters vs epochs to target; training accuracy and loss for the shallowest net."""
+    """Parameters vs epochs to target; speed-ups and PathCond's lr factor by depth; training
+    accuracy and loss for the shallowest net."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.3))
     lr = float(ctx.params["lr"])
     for label, *_ in _methods(ctx.params):
         rows = [r for r in summary["table"] if r[label]["epochs_to_target"]["mean"] is not None]
@@ -224,10 +259,12 @@ def draw_fig2(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     axes[0].set(xlabel=f"epochs to {summary['target']:.0%} train accuracy",
                 ylabel="parameters (M)", title="depth sweep (labels: hidden layers)")
     _legend(axes[0], 8)
+    _speedups(axes[1], summary, [m.label for m in _methods(ctx.params)],
+              int(ctx.params["epochs"]))
     dmin = min(int(d) for d in ctx.params["depths"])
-    _curves(axes[1], ctx, dmin, lr, "train_acc", "training accuracy")
-    _curves(axes[2], ctx, dmin, lr, "train_loss", "training loss")
-    log_scale(axes[2])
+    _curves(axes[2], ctx, dmin, lr, "train_acc", "training accuracy")
+    _curves(axes[3], ctx, dmin, lr, "train_loss", "training loss")
+    log_scale(axes[3])
     fig.suptitle(f"Fig 2: MLP_BN, SGD lr {lr} ({ctx.scale} scale; {summary.get('data', '')})",
                  fontsize=10)
     return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
