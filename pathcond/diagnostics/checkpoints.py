@@ -96,7 +96,7 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
     method = build_method(cfg.method)
     optimizer = method.build_optimizer(model, cfg.optimizer, shape)
     if optimizer is None:
-        optimizer = make_optimizer(model.parameters(), cfg.optimizer)
+        optimizer = make_optimizer(model, cfg.optimizer)
     try:
         optimizer.load_state_dict(state["optimizer"])
     except (ValueError, KeyError, RuntimeError) as exc:

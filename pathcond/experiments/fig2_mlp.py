@@ -21,15 +21,14 @@ small to moderate learning rates, vanishing at large ones.
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ._lr import geometric_mean, pathcond_factors, seeded_model
 from ._plot import COLORS, log_scale, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
 from ._train import (
@@ -75,31 +74,18 @@ def pathcond_lr_factor(model: nn.Module, input_shape: tuple[int, ...]) -> float:
 
     Behind a BatchNorm a weight is scale-invariant, so SGD on the rescaled net is SGD with
     these per-entry factors on the original (:mod:`pathcond.rescale.preconditioning`); one
-    number summarises them. Rounded to 4 significant digits, so that a unit's recorded
-    learning rate does not depend on the last bits of the solve.
+    number summarises them (4 significant digits).
     """
-    from ..graph import rescaling_graph
-    from ..rescale import learning_rate_factors, rescale
-
-    graph = rescaling_graph(model, input_shape)
-    report = rescale(copy.deepcopy(model), graph=graph)
-    factors = learning_rate_factors(model, graph, report.log_scales)
+    graph, factors = pathcond_factors(model, input_shape)
     names = [layer.weight_name for layer in graph.layers
              if layer.batchnorm is not None and bool((layer.col_groups >= 0).any())]
-    if not names:
-        return 1.0
-    logs = torch.cat([factors[n].log().reshape(-1) for n in names])
-    return float(f"{math.exp(float(logs.mean())):.4g}")
+    return geometric_mean(factors[n] for n in names) if names else 1.0
 
 
 def _lr_factor(p: dict[str, Any], depth: int, seed: int, n_in: int) -> float:
     """:func:`pathcond_lr_factor` of the MLP_BN the trainer builds for ``seed``."""
-    from ..models import get_model
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # as the trainer does before building the model
-        model = get_model("mlp_bn", depth=depth, width=int(p.get("width", 500)),
-                          in_features=n_in)
+    model = seeded_model("mlp_bn", seed, depth=depth, width=int(p.get("width", 500)),
+                         in_features=n_in)
     return pathcond_lr_factor(model, (n_in,))
 
 

@@ -12,12 +12,14 @@ at every learning rate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..models import get_model
+from ._lr import geometric_mean, pathcond_factors, seeded_model
 from ._plot import COLORS, fmt_ms, mean_std, pyplot, save, spearman
 from ._plot import legend as _legend
 from ._train import (
@@ -33,19 +35,61 @@ from .registry import RunContext
 __all__ = ["draw_app_m", "draw_fig5", "run_app_m", "run_fig5"]
 
 
-def _trainer_config(p: dict[str, Any], k: int, lr: float, method: Any, seed: int
+class _Method(NamedTuple):
+    label: str
+    method: Any  # the trainer's method config
+    lr_from_pathcond: Any  # None, "all" or parameter names: SGD at PathCond's factors
+
+
+def _methods(p: dict[str, Any]) -> list[_Method]:
+    """The configured methods: a trainer method (its name is its label), or ``{label,
+    method, lr_from_pathcond}``, a control: the method with the learning rate of the named
+    parameters (``all``: of every parameter) multiplied by the geometric mean of PathCond's
+    factors on it (:mod:`pathcond.rescale.preconditioning`), without rescaling."""
+    out = []
+    for m in p["methods"]:
+        if isinstance(m, str):
+            out.append(_Method(m, m, None))
+        elif "label" in m:
+            which = m.get("lr_from_pathcond")
+            if not (which is None or which == "all" or (
+                    isinstance(which, list) and all(isinstance(n, str) for n in which))):
+                raise ConfigError(f"method {m['label']!r}: lr_from_pathcond must be 'all' or a "
+                                  f"list of parameter names, got {which!r}")
+            out.append(_Method(str(m["label"]), m.get("method", "baseline"), which))
+        else:
+            out.append(_Method(str(m["name"]), m, None))
+    return out
+
+
+def _lr_scales(k: int, seed: int, which: Any) -> dict[str, float]:
+    """``optimizer.lr_scales`` of a control: PathCond's geometric-mean learning-rate factor
+    on each named parameter of the autoencoder the trainer builds for ``seed``."""
+    model = seeded_model("mnist_autoencoder", seed, k=k)
+    _, factors = pathcond_factors(model, (784,))
+    names = sorted(factors) if which == "all" else list(which)
+    missing = [n for n in names if n not in factors]
+    if missing:
+        raise ConfigError(f"lr_from_pathcond: PathCond does not rescale {missing[0]!r}; its "
+                          f"parameters: {', '.join(sorted(factors))}")
+    return {n: geometric_mean([factors[n]]) for n in names}
+
+
+def _trainer_config(p: dict[str, Any], k: int, lr: float, method: _Method, seed: int
                     ) -> dict[str, Any]:
-    mname = method if isinstance(method, str) else method["name"]
+    optimizer: dict[str, Any] = {"name": "sgd", "lr": lr}
+    if method.lr_from_pathcond is not None:
+        optimizer["lr_scales"] = _lr_scales(k, seed, method.lr_from_pathcond)
     return {
-        "name": f"ae-k{k}-lr{lr}-{mname}-s{seed}", "seed": seed,
+        "name": f"ae-k{k}-lr{lr}-{method.label}-s{seed}", "seed": seed,
         "device": p.get("device", "cpu"),
         "data": data_config(p["data"]),
         "model": {"name": "mnist_autoencoder", "args": {"k": k}},
-        "optimizer": {"name": "sgd", "lr": lr},
+        "optimizer": optimizer,
         "training": {"epochs": int(p["epochs"]), "batch_size": int(p.get("batch_size", 128)),
                      "eval_batch_size": 2000, "evaluate_test": False, "am_gm": True,
                      **({"threads": int(p["threads"])} if p.get("threads") else {})},
-        "method": method,
+        "method": method.method,
         "output": {"progress": False, "plot": False, "keep_checkpoints": 1},
     }
 
@@ -53,8 +97,8 @@ def _trainer_config(p: dict[str, Any], k: int, lr: float, method: Any, seed: int
 def run_fig5(ctx: RunContext) -> dict[str, Any]:
     """Train every k x lr x method x seed; PathCond's ||u||_inf for every k x seed."""
     p = ctx.params
-    methods, seeds = list(p["methods"]), [int(s) for s in p["seeds"]]
-    check_trainer_methods(ctx, methods)
+    methods, seeds = _methods(p), [int(s) for s in p["seeds"]]
+    check_trainer_methods(ctx, [m.method for m in methods])
     data = get_data({**p["data"], "task": "autoencoding"})
     ctx.log(data.describe())
     ks, lrs = [int(k) for k in p["ks"]], [float(x) for x in p["lrs"]]
@@ -80,8 +124,7 @@ def run_fig5(ctx: RunContext) -> dict[str, Any]:
             for lr in sorted(lrs, key=lambda x: order.index(x) if x in order else len(order)):
                 for k in block:
                     for method in methods:
-                        mname = method if isinstance(method, str) else method["name"]
-                        key = run_key(f"k={k}", f"lr={lr}", mname, f"seed={seed}")
+                        key = run_key(f"k={k}", f"lr={lr}", method.label, f"seed={seed}")
                         rec = train_unit(ctx, key, _trainer_config(p, k, lr, method, seed),
                                          data)
                         if rec is not None:
@@ -91,8 +134,7 @@ def run_fig5(ctx: RunContext) -> dict[str, Any]:
         for k in ks:
             row: dict[str, Any] = {"lr": lr, "k": k}
             finals: dict[str, list[float]] = {}
-            for method in methods:
-                mname = method if isinstance(method, str) else method["name"]
+            for mname, *_ in methods:
                 vals = [runs[key]["final_train_loss"] for s in seeds
                         if (key := run_key(f"k={k}", f"lr={lr}", mname, f"seed={s}")) in runs]
                 finals[mname] = [v for v in vals if v is not None]
@@ -121,10 +163,9 @@ def run_app_m(ctx: RunContext) -> dict[str, Any]:
     return run_fig5(ctx)
 
 
-def _final_vs_k(ax: Any, summary: dict[str, Any], lr: float, methods: list[Any]) -> None:
+def _final_vs_k(ax: Any, summary: dict[str, Any], lr: float, methods: list[_Method]) -> None:
     rows = [r for r in summary["table"] if r["lr"] == lr]
-    for method in methods:
-        mname = method if isinstance(method, str) else method["name"]
+    for mname, *_ in methods:
         xs = [r["k"] for r in rows if r[mname]["mean"] is not None]
         ys = [r[mname]["mean"] for r in rows if r[mname]["mean"] is not None]
         es = [r[mname]["std"] or 0.0 for r in rows if r[mname]["mean"] is not None]
@@ -142,7 +183,7 @@ def _loss_vs_k_figure(ctx: RunContext, summary: dict[str, Any]) -> tuple[Any, An
     lrs = [float(x) for x in ctx.params["lrs"]]
     fig, axes = plt.subplots(1, len(lrs) + 1, figsize=(4.6 * (len(lrs) + 1), 4.2))
     for ax, lr in zip(axes, lrs, strict=False):
-        _final_vs_k(ax, summary, lr, list(ctx.params["methods"]))
+        _final_vs_k(ax, summary, lr, _methods(ctx.params))
     return fig, axes[-1]
 
 
@@ -152,8 +193,7 @@ def draw_fig5(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     lrs = [float(x) for x in ctx.params["lrs"]]
     kmax = max(int(k) for k in ctx.params["ks"])
     lr_mid = lrs[len(lrs) // 2]
-    for method in ctx.params["methods"]:
-        mname = method if isinstance(method, str) else method["name"]
+    for mname, *_ in _methods(ctx.params):
         for s in ctx.params["seeds"]:
             rec = ctx.store.results(run_key(f"k={kmax}", f"lr={lr_mid}", mname,
                                             f"seed={s}")).get(

@@ -112,6 +112,11 @@ class OptimizerConfig(_Strict):
     weight_decay: NonNegativeFloat = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
+    lr_scales: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="learning-rate multipliers by module or parameter name (a parameter "
+                    "takes the factor of the name it equals or lies under, e.g. "
+                    "{decoder.2: 6.0}); each name must match some parameter")
 
     @field_validator("betas")
     @classmethod

@@ -71,8 +71,32 @@ class MethodContext:
         return self._graph
 
 
-def make_optimizer(params: Any, cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """The standard optimizer of an ``optimizer`` section (SGD with momentum, or Adam)."""
+def _param_groups(model: nn.Module, cfg: OptimizerConfig) -> Any:
+    """``model``'s parameters, in one parameter group per ``lr_scales`` factor (with the
+    scaled lr) and one for the rest; all of them in one list without ``lr_scales``."""
+    if not cfg.lr_scales:
+        return model.parameters()
+    groups: dict[float, list[nn.Parameter]] = {}
+    used: set[str] = set()
+    for name, p in model.named_parameters():
+        hits = [q for q in cfg.lr_scales if name == q or name.startswith(q + ".")]
+        if len(hits) > 1:
+            raise ConfigError(f"optimizer.lr_scales: parameter {name!r} lies under several "
+                              f"names ({', '.join(hits)}); give each parameter one factor")
+        used.update(hits)
+        groups.setdefault(cfg.lr_scales[hits[0]] if hits else 1.0, []).append(p)
+    unknown = [q for q in cfg.lr_scales if q not in used]
+    if unknown:
+        modules = ", ".join(n for n, _ in model.named_children()) or "none"
+        raise ConfigError(f"optimizer.lr_scales: no parameter of the model is {unknown[0]!r} "
+                          f"or lies under it (its top-level modules: {modules})")
+    return [{"params": ps, "lr": cfg.lr * factor} for factor, ps in groups.items()]
+
+
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The standard optimizer of an ``optimizer`` section (SGD with momentum, or Adam) over
+    ``model``'s parameters, with ``lr_scales`` as parameter groups."""
+    params = _param_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
@@ -236,6 +260,8 @@ def _plain_sgd(cfg: OptimizerConfig, method: str) -> None:
         raise ConfigError(f"method {method!r} does not support optimizer.nesterov")
     if cfg.weight_decay:
         raise ConfigError(f"method {method!r} does not support optimizer.weight_decay")
+    if cfg.lr_scales:
+        raise ConfigError(f"method {method!r} does not support optimizer.lr_scales")
 
 
 class ENormMethod(Method):

@@ -267,7 +267,7 @@ class Trainer:
         self.method = build_method(config.method)
         opt = self.method.build_optimizer(self.model, config.optimizer, self.input_shape)
         self.optimizer: torch.optim.Optimizer = opt if opt is not None else make_optimizer(
-            self.model.parameters(), config.optimizer)
+            self.model, config.optimizer)
         self.ctx = MethodContext(self.model, self.optimizer, self.input_shape, log=self.log)
         self.method.setup(self.ctx)
         #: The DDP wrapper the training steps run through (``None`` in one process); the

@@ -156,6 +156,32 @@ def test_fig2_lr_matched_control_runs_sgd_at_pathcond_factor(smoke: dict[str, An
     assert "epochs_to_target" in row["sgd_lr_matched"]
 
 
+def test_fig5_controls_train_sgd_at_pathcond_factors(smoke: dict[str, Any]) -> None:
+    """The Fig 5 controls are plain SGD with PathCond's geometric-mean learning-rate factors
+    as parameter groups: on the output weights only, or on every parameter it rescales."""
+    from pathcond.experiments._lr import pathcond_factors, seeded_model
+
+    units = read_units(smoke["root"] / "fig5" / "units.json") or {}
+    output = units["k=7/lr=0.01/sgd_lr_output/seed=0"]["spec"]["config"]
+    tensors = units["k=7/lr=0.01/sgd_lr_tensors/seed=0"]["spec"]["config"]
+    assert output["method"] == tensors["method"] == "baseline"
+    _, factors = pathcond_factors(seeded_model("mnist_autoencoder", 0, k=7), (784,))
+    want = math.exp(float(factors["decoder.2.weight"].log().mean()))
+    assert output["optimizer"]["lr_scales"] == {"decoder.2.weight": pytest.approx(want,
+                                                                                   rel=1e-3)}
+    assert want > 4  # PathCond speeds the output layer of the k = 7 autoencoder up
+    assert set(tensors["optimizer"]["lr_scales"]) == set(factors)
+    rows = smoke["results"]["fig5"].summary["table"]
+    assert all(r["sgd_lr_output"]["mean"] is not None for r in rows)
+
+
+def test_fig5_control_naming_an_unscaled_parameter_is_refused(tmp_path: Path) -> None:
+    bad = ["baseline", {"label": "c", "method": "baseline", "lr_from_pathcond": ["nope"]}]
+    with pytest.raises(ConfigError, match="does not rescale 'nope'"):
+        run_experiment("fig5", scale="smoke", out_dir=tmp_path, progress=False,
+                       overrides={"methods": bad})
+
+
 def test_table1_smoke_matches_the_paper(smoke: dict[str, Any]) -> None:
     rows = smoke["results"]["table1"].summary["rows"]
     assert rows and all(r["matches"] for r in rows)

@@ -333,3 +333,38 @@ def test_tensorboard_logging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     train(tiny_config(tmp_path / "tb", "output.tensorboard=true", "training.epochs=2"))
     assert {step for key, _, step in calls if key == "train_loss"} == {0, 1, 2}
     assert any(key == "am_gm" for key, _, _ in calls)
+
+
+def test_lr_scales_are_parameter_groups(tmp_path: Path) -> None:
+    """A factor on every parameter is the same run at lr times the factor; a factor on one
+    layer gives that layer its own group and changes the run."""
+    scaled = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "lr_scales": {"layers": 0.5}}
+    a = Trainer(tiny_config(tmp_path / "a", optimizer=scaled))
+    assert [g["lr"] for g in a.optimizer.param_groups] == [0.025]
+    b = Trainer(tiny_config(tmp_path / "b", "optimizer.lr=0.025"))
+    history = _timeless(a.run().history)
+    assert len(history) == 4 and history == _timeless(b.run().history)
+    one = {**scaled, "lr_scales": {"layers.4": 3.0, "layers.0.bias": 0.5}}
+    c = Trainer(tiny_config(tmp_path / "c", optimizer=one))
+    groups = {g["lr"]: len(g["params"]) for g in c.optimizer.param_groups}
+    assert groups == {0.05: 3, 0.5 * 0.05: 1, 3.0 * 0.05: 2}
+    assert _timeless(c.run().history) != history
+
+
+@pytest.mark.parametrize(("scales", "method", "message"), [
+    ({"decoder": 2.0}, "baseline", "no parameter of the model is 'decoder'"),
+    ({"layers": 2.0, "layers.0": 3.0}, "baseline", "lies under several names"),
+    ({"layers.0": 2.0}, "pathsgd", "does not support optimizer.lr_scales"),
+])
+def test_bad_lr_scales_are_one_line(tmp_path: Path, scales: dict[str, float], method: str,
+                                    message: str) -> None:
+    opt = {"name": "sgd", "lr": 0.05, "lr_scales": scales}
+    with pytest.raises(ConfigError, match=message) as info:
+        Trainer(tiny_config(tmp_path / "x", f"method={method}", optimizer=opt))
+    assert "\n" not in str(info.value)
+
+
+def test_lr_scales_must_be_positive_and_finite(tmp_path: Path) -> None:
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ConfigError):
+            tiny_config(tmp_path, optimizer={"name": "sgd", "lr_scales": {"layers": bad}})
