@@ -26,6 +26,7 @@ COLORS = {
     "weightfix_adam_ones": "hotpink",
     "gsgd_ones_all": "darkviolet", "sgd_ones_all": "teal", "gadam_ones": "dimgray",
     "pathcond_adam": "salmon", "sgd_lr_matched": "tab:orange",
+    "sgd_lr_output": "darkgreen", "sgd_lr_tensors": "goldenrod",
 }
 
 
