@@ -11,6 +11,7 @@ at every learning rate.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,17 +63,24 @@ def _methods(p: dict[str, Any]) -> list[_Method]:
     return out
 
 
+@functools.cache
+def _factor_means(k: int, seed: int) -> dict[str, float]:
+    """PathCond's geometric-mean learning-rate factor on each parameter it rescales, for the
+    autoencoder the trainer builds for ``seed`` (one solve per ``(k, seed)``)."""
+    _, factors = pathcond_factors(seeded_model("mnist_autoencoder", seed, k=k), (784,))
+    return {n: geometric_mean([f]) for n, f in sorted(factors.items())}
+
+
 def _lr_scales(k: int, seed: int, which: Any) -> dict[str, float]:
-    """``optimizer.lr_scales`` of a control: PathCond's geometric-mean learning-rate factor
-    on each named parameter of the autoencoder the trainer builds for ``seed``."""
-    model = seeded_model("mnist_autoencoder", seed, k=k)
-    _, factors = pathcond_factors(model, (784,))
-    names = sorted(factors) if which == "all" else list(which)
-    missing = [n for n in names if n not in factors]
+    """``optimizer.lr_scales`` of a control: :func:`_factor_means` of the named parameters
+    (``all``: of every parameter PathCond rescales)."""
+    means = _factor_means(k, seed)
+    names = list(means) if which == "all" else list(which)
+    missing = [n for n in names if n not in means]
     if missing:
         raise ConfigError(f"lr_from_pathcond: PathCond does not rescale {missing[0]!r}; its "
-                          f"parameters: {', '.join(sorted(factors))}")
-    return {n: geometric_mean([factors[n]]) for n in names}
+                          f"parameters: {', '.join(means)}")
+    return {n: means[n] for n in names}
 
 
 def _trainer_config(p: dict[str, Any], k: int, lr: float, method: _Method, seed: int
