@@ -35,11 +35,16 @@ run() { nice -n 10 .venv/bin/pathcond run "$@" --scale full --publish; }
 # fig1, thesis_fixed_value and gsgd_mnist are done (results/*_full.json; rerun them with
 # `pathcond run NAME --scale full --publish`, which redraws from the published units).
 fig2_mnist() { run fig2 --set data.name=mnist --tag mnist "$@"; }
+# Fig 5's control (docs/RESULTS.md): plain SGD with the output layer's lr times PathCond's factor
+fig5_controls() {
+  run fig5 --tag lrctl --set "methods=[{label: sgd_lr_output, method: baseline, lr_from_pathcond: [decoder.2.weight]}]" "$@"
+}
 lane_a() {
   run thesis_mnist --only seed=0
   fig2_mnist --only depth=3                  # the paper's strongest claim, all seeds
   fig2_mnist --only baseline,pathcond        # the headline comparison at every depth
   run thesis_mnist --only seed=1,seed=2      # spreads over seeds
+  fig2_mnist --only sgd_lr_matched           # the lr-factor control's seeds 1 and 2
   fig2_mnist --only enorm_bn,enorm_epoch     # the ENorm variants that change the training
   run thesis_mnist
   fig2_mnist                                 # the rest: ENorm in the paper setting, an
@@ -47,6 +52,8 @@ lane_a() {
 }
 lane_b() {
   run fig5 --only k=7,k=4
+  fig5_controls --only k=7,k=4 --only lr=0.01,lr=0.1   # the output-lr control, all seeds
+  run fig5 --only k=2 --only seed=0          # the gain at k = 2, one seed
   run thesis_cifar --set data.name=fashion_mnist --tag fashion --only seed=0
   run fig5
   run thesis_cifar --set data.name=fashion_mnist --tag fashion
