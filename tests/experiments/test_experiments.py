@@ -156,12 +156,21 @@ def test_fig2_lr_matched_control_runs_sgd_at_pathcond_factor(smoke: dict[str, An
     assert "epochs_to_target" in row["sgd_lr_matched"]
 
 
-def test_fig5_controls_train_sgd_at_pathcond_factors(smoke: dict[str, Any]) -> None:
+FIG5_CONTROLS = ["baseline", "pathcond",
+                 {"label": "sgd_lr_output", "method": "baseline",
+                  "lr_from_pathcond": ["decoder.2.weight"]},
+                 {"label": "sgd_lr_tensors", "method": "baseline", "lr_from_pathcond": "all"}]
+
+
+def test_fig5_controls_train_sgd_at_pathcond_factors(tmp_path: Path) -> None:
     """The Fig 5 controls are plain SGD with PathCond's geometric-mean learning-rate factors
     as parameter groups: on the output weights only, or on every parameter it rescales."""
     from pathcond.experiments._lr import pathcond_factors, seeded_model
 
-    units = read_units(smoke["root"] / "fig5" / "units.json") or {}
+    result = run_experiment("fig5", scale="smoke", out_dir=tmp_path, progress=False,
+                            overrides={"ks": [7], "methods": FIG5_CONTROLS})
+    assert result.complete
+    units = read_units(tmp_path / "units.json") or {}
     output = units["k=7/lr=0.01/sgd_lr_output/seed=0"]["spec"]["config"]
     tensors = units["k=7/lr=0.01/sgd_lr_tensors/seed=0"]["spec"]["config"]
     assert output["method"] == tensors["method"] == "baseline"
@@ -171,8 +180,8 @@ def test_fig5_controls_train_sgd_at_pathcond_factors(smoke: dict[str, Any]) -> N
                                                                                    rel=1e-3)}
     assert want > 4  # PathCond speeds the output layer of the k = 7 autoencoder up
     assert set(tensors["optimizer"]["lr_scales"]) == set(factors)
-    rows = smoke["results"]["fig5"].summary["table"]
-    assert all(r["sgd_lr_output"]["mean"] is not None for r in rows)
+    rows = result.summary["table"]
+    assert rows and all(r["sgd_lr_output"]["mean"] is not None for r in rows)
 
 
 def test_fig5_control_naming_an_unscaled_parameter_is_refused(tmp_path: Path) -> None:
