@@ -221,9 +221,8 @@ def _speedups(ax: Any, summary: dict[str, Any], labels: list[str], epochs: int) 
     ax.axhline(1.0, color="gray", lw=0.6)
     ax.set(xlabel="hidden layers", ylabel="speed-up over the baseline", yscale="log",
            title="speed-up by depth (hollow: not reached, bound)")
-    for axis in (ax.yaxis,):
-        axis.set_major_formatter(FormatStrFormatter("%.2g"))
-        axis.set_minor_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
     _legend(ax, 7)
 
 

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError
-from ..models import get_model
 from ._lr import geometric_mean, pathcond_factors, seeded_model
 from ._plot import COLORS, fmt_ms, mean_std, pyplot, save, spearman
 from ._plot import legend as _legend
@@ -114,9 +112,7 @@ def run_fig5(ctx: RunContext) -> dict[str, Any]:
     for k in ks:
         for seed in seeds:
             def compute(k: int = k, seed: int = seed) -> dict[str, Any]:
-                torch.manual_seed(seed)
-                model = get_model("mnist_autoencoder", k=k)
-                return pathcond_report(model, (784,))
+                return pathcond_report(seeded_model("mnist_autoencoder", seed, k=k), (784,))
             rescale[f"k={k}/seed={seed}"] = ctx.store.run(
                 run_key("rescale", f"k={k}", f"seed={seed}"), {"k": k, "seed": seed}, compute)
     runs: dict[str, dict[str, Any]] = {}
