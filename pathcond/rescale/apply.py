@@ -62,6 +62,19 @@ def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
     return out
 
 
+def model_log_scales(model: nn.Module, graph: RescalingGraph, log_scales: torch.Tensor
+                     ) -> tuple[dict[str, nn.Parameter], dict[str, torch.Tensor]]:
+    """``model``'s named parameters and :func:`parameter_log_scales` in float64, checked to
+    belong together (``ValueError`` when the graph was built from another model)."""
+    params = dict(model.named_parameters())
+    scales = parameter_log_scales(graph, log_scales.detach().to(torch.float64))
+    missing = [name for name in scales if name not in params]
+    if missing:
+        raise ValueError(f"model has no parameter {missing[0]!r}: was the graph built from "
+                         "another model?")
+    return params, scales
+
+
 def _check_log_scales(log_scales: torch.Tensor) -> None:
     if not bool(torch.isfinite(log_scales).all()):
         raise NonFiniteParameterError("log_scales holds NaN or infinite values")
@@ -77,12 +90,7 @@ def apply_rescaling(model: nn.Module, graph: RescalingGraph, log_scales: torch.T
     first moments by ``exp(-B u)``, second moments by ``exp(-2 B u)`` (SPEC section 5).
     """
     _check_log_scales(log_scales)
-    params = dict(model.named_parameters())
-    scales = parameter_log_scales(graph, log_scales.detach().to(torch.float64))
-    missing = [name for name in scales if name not in params]
-    if missing:
-        raise ValueError(f"model has no parameter {missing[0]!r}: was the graph built from "
-                         "another model?")
+    params, scales = model_log_scales(model, graph, log_scales)
     if optimizer is not None:  # before anything changes
         check_optimizer_state(optimizer, (params[n] for n in scales))
     # Every new value is computed in float64 and checked to fit the parameter's dtype before

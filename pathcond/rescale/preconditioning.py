@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..graph import RescalingGraph
-from .apply import parameter_log_scales
+from .apply import model_log_scales
 
 __all__ = ["learning_rate_factors"]
 
@@ -25,12 +25,6 @@ def learning_rate_factors(model: nn.Module, graph: RescalingGraph, log_scales: t
     shape (float64): SGD on the rescaled model equals SGD on ``model`` with these per-entry
     learning-rate factors (module docstring; SPEC section 5 transports momentum by ``D^-1``).
     """
-    params = dict(model.named_parameters())
-    out: dict[str, torch.Tensor] = {}
-    for name, log_scale in parameter_log_scales(graph, log_scales.detach().double()).items():
-        if name not in params:
-            raise ValueError(f"model has no parameter {name!r}: was the graph built from "
-                             "another model?")
-        shape = params[name].shape
-        out[name] = torch.exp(-2.0 * log_scale).expand(shape).clone()
-    return out
+    params, scales = model_log_scales(model, graph, log_scales)
+    return {name: torch.exp(-2.0 * log_scale).expand(params[name].shape).clone()
+            for name, log_scale in scales.items()}
