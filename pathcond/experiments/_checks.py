@@ -153,10 +153,11 @@ def check_only(ctx: RunContext, groups: tuple[frozenset[str], ...]) -> None:
         ctx.note(f"--only: no unit has the key part {', '.join(unknown)}")
 
 
-def check_out_dir(out: Path, name: str, scale: str) -> None:
+def check_out_dir(out: Path, name: str, scale: str, tag: str | None = None) -> None:
     """Refuse an output directory that holds something other than this experiment's run
-    at this scale (another experiment's units, a training run, other files): running into
-    it would replace its summary, or its units."""
+    at this scale and variant ``tag`` (another experiment's units, another variant's
+    summary, a training run, other files): running into it would replace its summary, or
+    its units."""
     if not out.exists():
         return
     if not out.is_dir():
@@ -165,6 +166,7 @@ def check_out_dir(out: Path, name: str, scale: str) -> None:
         return
     what = f"{name} ({scale})"
     units = out / UNITS_FILE
+    summary = _read_object(out / "summary.json")
     if units.exists():
         data = _read_object(units)
         if data is None:
@@ -173,8 +175,15 @@ def check_out_dir(out: Path, name: str, scale: str) -> None:
         if (header.get("experiment"), header.get("scale")) != (name, scale):
             raise ConfigError(f"{str(out)!r} holds the run of {header.get('experiment')} "
                               f"({header.get('scale')}), not of {what}: choose another --out")
-        return
-    summary = _read_object(out / "summary.json") or {}
-    if (summary.get("experiment"), summary.get("scale")) != (name, scale):
+    elif (summary or {}).get("experiment") != name or (summary or {}).get("scale") != scale:
         raise ConfigError(f"{str(out)!r} is not empty and holds no run of {what}: choose a "
                           "new or empty --out")
+    theirs = dict((summary or {}).get("variant") or {}).get("tag")
+    if summary is not None and theirs != tag:
+        again = "no --tag" if theirs is None else f"--tag {theirs}"
+        raise ConfigError(f"{str(out)!r} holds the summary of {_variant(theirs)} of {what}, "
+                          f"not of {_variant(tag)}: choose another --out, or run with {again}")
+
+
+def _variant(tag: str | None) -> str:
+    return "the untagged run" if tag is None else f"variant {tag!r}"

@@ -326,7 +326,7 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
         raise ConfigError("--only needs unit key parts such as seed=0 or k=7,k=4")
     out = Path(out_dir) if out_dir is not None else Path("runs") / "experiments" / \
         f"{name}-{scale}{'' if tag is None else '-' + tag}"
-    check_out_dir(out, name, scale)
+    check_out_dir(out, name, scale, tag)
     created = not out.exists()
     if not resume and out.is_dir():
         for child in ("units.json", "summary.json", "runs"):

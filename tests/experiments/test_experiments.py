@@ -569,6 +569,34 @@ def test_output_directory_of_something_else_is_refused(smoke: dict[str, Any],
     assert run_experiment("table1", scale="smoke", out_dir=drawn, progress=False).complete
 
 
+def test_output_directory_of_another_variant_is_refused(smoke: dict[str, Any]) -> None:
+    """A tagged run into the untagged run's directory (or the other way round, or another
+    tag's) is refused before it replaces that summary; the same tag runs again."""
+    theirs = smoke["root"] / "table1"
+    before = (theirs / "summary.json").read_bytes()
+    for resume in (True, False):
+        with pytest.raises(ConfigError, match="holds the summary of the untagged run of "
+                                              "table1 \\(smoke\\), not of variant 'x': "
+                                              "choose another --out, or run with no --tag"):
+            run_experiment("table1", scale="smoke", out_dir=theirs, progress=False,
+                           resume=resume, tag="x")
+    assert (theirs / "summary.json").read_bytes() == before
+    summary = json.loads(before)
+    summary["variant"] = {"tag": "x", "overrides": {}}
+    (theirs / "summary.json").write_text(json.dumps(summary))
+    try:
+        with pytest.raises(ConfigError, match="holds the summary of variant 'x' of table1 "
+                                              "\\(smoke\\), not of the untagged run: "
+                                              "choose another --out, or run with --tag x"):
+            run_experiment("table1", scale="smoke", out_dir=theirs, progress=False)
+        with pytest.raises(ConfigError, match="not of variant 'y'"):
+            run_experiment("table1", scale="smoke", out_dir=theirs, progress=False, tag="y")
+        assert run_experiment("table1", scale="smoke", out_dir=theirs, progress=False,
+                              tag="x").complete
+    finally:
+        (theirs / "summary.json").write_bytes(before)
+
+
 def test_only_matching_no_unit_is_an_error(tmp_path: Path) -> None:
     out = tmp_path / "f"
     with pytest.raises(ConfigError, match="--only k=99: no unit of fig5 \\(smoke\\) has this "
