@@ -19,7 +19,8 @@ class UnsupportedModelError(PathcondError):
 
 
 class NonFiniteParameterError(PathcondError):
-    """A parameter (or a BatchNorm statistic) is NaN or infinite."""
+    """A parameter (or a BatchNorm statistic) is NaN or infinite, or a rescaling would make
+    one so (or round a nonzero entry to zero) in its dtype."""
 
 
 class DatasetNotFoundError(PathcondError):

@@ -62,6 +62,45 @@ def test_a_rescaling_beyond_the_dtype_is_refused_with_the_model_untouched() -> N
     assert report.converged and report.am_gm_after < report.am_gm_before
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_entries_are_the_float64_products_rounded_once(dtype: torch.dtype
+                                                                     ) -> None:
+    """In float16/bfloat16 each rescaled entry is its float64 value rounded once, so the
+    function moves only by the dtype's rounding."""
+    model = mlp(4, 16, 1.0, dtype=dtype)
+    ref = copy.deepcopy(model)
+    graph = pathcond.rescaling_graph(ref, (2,))
+    u = torch.linspace(-2.0, 2.0, graph.num_groups, dtype=torch.float64)
+    pathcond.apply_rescaling(model, graph, u)
+    scales = pathcond.parameter_log_scales(graph, u)
+    params = dict(ref.named_parameters())
+    for name, p in model.named_parameters():
+        want = (params[name].detach().double() * torch.exp(scales[name])).to(dtype) \
+            if name in scales else params[name].detach()
+        assert torch.equal(p.detach(), want), name
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before, after = ref.double()(x.double()), model.double()(x.double())
+    eps = torch.finfo(dtype).eps
+    assert float((after - before).abs().max()) < 50 * eps * float(before.abs().max())
+
+
+def test_an_entry_rounded_to_zero_is_refused_with_the_model_untouched() -> None:
+    """float16's smallest value is about 6e-8: scaling a layer by exp(-25) would zero its
+    weights, which no later rescaling could restore."""
+    model = mlp(3, 8, 1.0, dtype=torch.float16)
+    graph = pathcond.rescaling_graph(model, (2,))
+    before = state(model)
+    u = torch.full((graph.num_groups,), -25.0, dtype=torch.float64)
+    with pytest.raises(NonFiniteParameterError, match="would round [0-9]+ nonzero entries to "
+                                                      "zero, below torch.float16's smallest "
+                                                      "value: the model was left unchanged"):
+        pathcond.apply_rescaling(model, graph, u)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    pathcond.apply_rescaling(model.float(), graph, u)  # float32 holds exp(-25) * 0.5
+
+
 def test_newton_bounds_its_steps_on_a_small_initialisation() -> None:
     """Parameters ~0.003: the Hessian's diagonal spans ~180 orders of magnitude; Newton
     still converges, to the block solver's minimum."""
