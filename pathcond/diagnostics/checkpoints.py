@@ -67,7 +67,8 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
                        ) -> tuple[Path, RescaleReport]:
     """Apply PathCond to a checkpoint's model, transport its optimizer state, and write the
     result atomically to ``out`` (default ``<name>.pathcond.pt`` beside the input; a
-    checkpoint so named is never taken for an epoch checkpoint when resuming).
+    checkpoint so named is never taken for an epoch checkpoint when resuming); missing
+    parent directories of ``out`` are created, as ``train`` and ``run`` create theirs.
 
     With ``in_place``, the rescaled checkpoint replaces the run's newest epoch checkpoint
     (``source``: the run directory or that file), so that resuming the run continues from
@@ -91,8 +92,8 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
     target = path if in_place else Path(out) if out is not None else _default_out(path)
     if target.exists() and target.is_dir():
         target = target / _default_out(path).name
-    if not target.parent.is_dir():
-        raise ConfigError(f"output directory {str(target.parent)!r} does not exist")
+    if any(d.exists() and not d.is_dir() for d in target.parents):
+        raise ConfigError(f"cannot write {str(target)!r}: a parent of it is a file")
     method = build_method(cfg.method)
     optimizer = method.build_optimizer(model, cfg.optimizer, shape)
     if optimizer is None:

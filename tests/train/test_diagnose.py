@@ -99,8 +99,11 @@ def test_rescale_checkpoint(tmp_path: Path) -> None:
     assert rescale_checkpoint(path, out)[0] == out
     with pytest.raises(CheckpointError, match="does not exist"):
         rescale_checkpoint(tmp_path / "missing.pt")
-    with pytest.raises(ConfigError, match="does not exist"):
-        rescale_checkpoint(path, tmp_path / "no" / "dir" / "x.pt")
+    nested = tmp_path / "new" / "dir" / "x.pt"  # parents created, as train and run do
+    assert rescale_checkpoint(path, nested)[0] == nested and nested.is_file()
+    with pytest.raises(ConfigError, match="a parent of it is a file"):
+        rescale_checkpoint(path, out / "x.pt")
+    assert not (out / "x.pt").exists()
 
 
 def test_rescale_checkpoint_in_place_is_what_resuming_continues_from(tmp_path: Path) -> None:
