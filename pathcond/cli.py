@@ -489,6 +489,10 @@ def diagnose(
     plot: Annotated[Path | None, typer.Option(
         help="also draw the per-layer distribution of log path magnitudes before and after "
              "PathCond to this file (.png, .svg or .pdf)")] = None,
+    lr_factors: Annotated[bool, typer.Option(
+        "--lr-factors", help="also list PathCond as learning-rate factors exp(-2 B u) per "
+                             "parameter (geometric mean, min, max): SGD on the rescaled "
+                             "network is SGD on this one at those rates")] = False,
 ) -> None:
     """AM/GM of the path magnitudes before and after PathCond, the largest log-scales per
     layer, and for layered MLPs the Appendix J prediction of the mean path magnitude per
@@ -504,7 +508,7 @@ def diagnose(
         fail(f"--plot must end in .png, .svg or .pdf, got '{plot}'")
     net, shape, title = load_model_source(model, _parse_kwargs(arg), seed=seed, init=init)
     typer.echo(title)
-    diagnosis = run_diagnose(net, shape, top=top, solver=solver)
+    diagnosis = run_diagnose(net, shape, top=top, solver=solver, lr_factors=lr_factors)
     for line in diagnosis.lines():
         typer.echo(line)
     if plot is not None:

@@ -1,7 +1,9 @@
 """``pathcond diagnose``: how far a model is from its PathCond rescaling.
 
 Reports the AM/GM ratio of the path magnitudes before and after PathCond, the largest
-log-scales of each layer, and for layered fully connected networks the Appendix J
+log-scales of each layer, optionally PathCond seen as per-parameter learning-rate factors
+``exp(-2 B u)`` (:mod:`pathcond.rescale.preconditioning`), and for layered fully connected
+networks the Appendix J
 prediction of the mean path magnitude of each layer (SPEC section 3)::
 
     E m[W_l] = E c_l * E a_{l-1},   E a_l = n_{l-1} E[W_l^2] E a_{l-1} + E[b_l^2],
@@ -27,10 +29,10 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph import rescaling_graph
 from ..lifting import path_magnitudes
-from ..rescale import RescaleReport, rescale
+from ..rescale import RescaleReport, learning_rate_factors, rescale
 
-__all__ = ["AppendixJRow", "Diagnosis", "LayerScales", "appendix_j", "diagnose",
-           "load_model_source"]
+__all__ = ["AppendixJRow", "Diagnosis", "LayerScales", "ParameterLrFactors", "appendix_j",
+           "diagnose", "load_model_source"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,19 @@ class LayerScales:
     mean: float
     max_abs: float
     top: tuple[tuple[int, float], ...]  # (unit, log-scale), largest |u| first
+
+
+@dataclass(frozen=True)
+class ParameterLrFactors:
+    """PathCond's learning-rate factors ``exp(-2 B u)`` on the entries of one parameter: SGD
+    on the rescaled network is SGD on the original with each entry's learning rate times its
+    factor (docs/batchnorm.md)."""
+
+    name: str
+    entries: int
+    geometric_mean: float
+    min: float
+    max: float
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class Diagnosis:
     layers: tuple[LayerScales, ...]
     appendix_j: tuple[AppendixJRow, ...] | None
     appendix_j_note: str
+    #: per rescaled parameter, in the model's order; ``None`` unless asked for
+    lr_factors: tuple[ParameterLrFactors, ...] | None = None
 
     def lines(self) -> list[str]:
         r = self.report
@@ -88,6 +105,15 @@ class Diagnosis:
             tops = ", ".join(f"[{unit}] {u:+.3f}" for unit, u in s.top)
             out.append(f"  {s.layer:<{width}}  {s.units:>6} units  mean {s.mean:+.3f}  "
                        f"max|u| {s.max_abs:.3f}" + (f"  largest: {tops}" if tops else ""))
+        if self.lr_factors is not None:
+            out.append("PathCond as learning rates: SGD on the rescaled network is SGD on this "
+                       "one with each entry's lr times exp(-2 B u):")
+            name_width = max((len(f.name) for f in self.lr_factors), default=9)
+            out.append(f"  {'parameter':<{name_width}}  {'entries':>9} {'geo. mean':>10} "
+                       f"{'min':>10} {'max':>10}")
+            for f in self.lr_factors:
+                out.append(f"  {f.name:<{name_width}}  {f.entries:>9,} {f.geometric_mean:>10.4g} "
+                           f"{f.min:>10.4g} {f.max:>10.4g}")
         out.append(self.appendix_j_note)
         if self.appendix_j:
             out.append(f"  {'layer':<{width}}  {'n_in':>6} {'n_out':>6} {'nE[W²]/2':>9} "
@@ -173,15 +199,30 @@ def appendix_j(model: nn.Module, input_shape: Sequence[int], *,
     return tuple(rows), note
 
 
+def _lr_factors(model: nn.Module, graph: Any, log_scales: torch.Tensor
+                ) -> tuple[ParameterLrFactors, ...]:
+    factors = learning_rate_factors(model, graph, log_scales)
+    out = []
+    for name, _ in model.named_parameters():
+        if name not in factors:
+            continue
+        f = factors[name].reshape(-1)
+        out.append(ParameterLrFactors(name, int(f.numel()), math.exp(float(f.log().mean())),
+                                      float(f.min()), float(f.max())))
+    return tuple(out)
+
+
 def diagnose(model: nn.Module, input_shape: Sequence[int], *, top: int = 3,
-             solver: str = "newton") -> Diagnosis:
-    """Diagnose ``model`` (left unchanged: PathCond runs on a copy)."""
+             solver: str = "newton", lr_factors: bool = False) -> Diagnosis:
+    """Diagnose ``model`` (left unchanged: PathCond runs on a copy); with ``lr_factors``,
+    also PathCond's per-parameter learning-rate factors."""
     graph = rescaling_graph(model, input_shape)
     rescaled = copy.deepcopy(model)
     report = rescale(rescaled, input_shape, solver=solver)  # type: ignore[arg-type]
     layers = _layer_scales(graph, report.log_scales, top)
     rows, note = appendix_j(model, input_shape, after=rescaled)
-    return Diagnosis(report, layers, rows, note)
+    factors = _lr_factors(model, graph, report.log_scales) if lr_factors else None
+    return Diagnosis(report, layers, rows, note, factors)
 
 
 def kaiming_init(model: nn.Module) -> None:

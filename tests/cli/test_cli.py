@@ -114,6 +114,11 @@ def test_stats_models_datasets_diagnose() -> None:
                          "bias=false", "--init", "kaiming", "--top", "2")
     assert code == 0, err
     assert "Kaiming" in out and "meas/pred" in out and "layers.0" in out
+    assert "PathCond as learning rates" not in out
+    code, out, err = run("diagnose", "mlp_bn", "--arg", "depth=2", "--arg", "width=8",
+                         "--arg", "in_features=6", "--lr-factors")
+    assert code == 0, err
+    assert "PathCond as learning rates" in out and "layers.1.weight" in out
 
 
 @pytest.mark.parametrize(("args", "fragments"), [

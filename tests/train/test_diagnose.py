@@ -3,6 +3,7 @@ rescaling."""
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from pathcond.diagnostics.checkpoints import read_checkpoint, rescale_checkpoint
 from pathcond.diagnostics.diagnose import appendix_j, diagnose, kaiming_init, load_model_source
 from pathcond.errors import CheckpointError, ConfigError
+from pathcond.graph import rescaling_graph
 from pathcond.models import MLP, mlp_bn
 from pathcond.train import train
 from pathcond.train.checkpoint import list_checkpoints, load_checkpoint
@@ -65,6 +67,28 @@ def test_diagnose_reports_and_leaves_model_alone() -> None:
     assert rows is not None
     after = [r.measured_after for r in rows]
     assert max(after) == pytest.approx(min(after), rel=1e-6)
+
+
+def test_diagnose_lr_factors_are_exp_minus_two_log_scales() -> None:
+    """A weight entry (i, j) gets exp(-2 (u_i - u_j)), a bias exp(-2 u_i): the geometric
+    means follow from the layers' mean log-scales, min and max from their extremes."""
+    torch.manual_seed(0)
+    model = MLP((12, 9, 7, 3))
+    d = diagnose(model, (12,), lr_factors=True)
+    assert d.lr_factors is not None
+    assert [f.name for f in d.lr_factors] == [n for n, _ in model.named_parameters()]
+    f = {x.name: x for x in d.lr_factors}
+    graph = rescaling_graph(model, (12,))
+    u0, u1 = (d.report.log_scales.double()[graph.layers[i].row_groups] for i in (0, 1))
+    assert f["layers.0.weight"].entries == 108
+    assert f["layers.0.weight"].geometric_mean == pytest.approx(math.exp(-2 * d.layers[0].mean))
+    assert f["layers.2.weight"].geometric_mean == pytest.approx(
+        math.exp(-2 * (float(u1.mean()) - float(u0.mean()))))
+    assert f["layers.2.bias"].min == pytest.approx(math.exp(-2 * float(u1.max())))
+    assert f["layers.4.weight"].max == pytest.approx(math.exp(2 * float(u1.max())))
+    assert f["layers.4.bias"].geometric_mean == 1.0  # output units are never rescaled
+    assert any("PathCond as learning rates" in line for line in d.lines())
+    assert diagnose(model, (12,)).lr_factors is None
 
 
 def test_load_model_source(tmp_path: Path) -> None:
