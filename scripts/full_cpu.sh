@@ -10,7 +10,7 @@
 #   gsgd_mnist            ~5 h     (6 methods x 5 seeds x 100 epochs, 60k MNIST)            done
 #   thesis_mnist          ~2.2 h a seed (8 methods x 5 lr x 150 epochs), 10 seeds
 #   fig5                  k = 7, 4: ~8 h (3 lr x 2 methods x 3 seeds x 500 epochs, 60k
-#                         images); k = 2: ~9 h; k = 1 (run last): ~27 h
+#                         images) done; k = 2: ~9 h; k = 1 (run last): ~27 h
 #   fig2 on MNIST         ~12-20 h (5 methods x 6 depths x 3 seeds, width 500, 60k images,
 #                         4-11 s an epoch, up to 100 epochs: stops at 99% train accuracy)
 #   thesis_cifar          ~2.5 h a seed on Fashion-MNIST (tag "fashion"; no CIFAR-10 here)
@@ -40,21 +40,17 @@ fig5_controls() {
   run fig5 --tag lrctl --set "methods=[{label: sgd_lr_output, method: baseline, lr_from_pathcond: [decoder.2.weight]}]" "$@"
 }
 lane_a() {
-  run thesis_mnist --only seed=0
-  fig2_mnist --only depth=3                  # the paper's strongest claim, all seeds
-  fig2_mnist --only baseline,pathcond        # the headline comparison at every depth
-  run thesis_mnist --only seed=1,seed=2      # spreads over seeds
-  fig2_mnist --only sgd_lr_matched           # the lr-factor control's seeds 1 and 2
+  run thesis_mnist --only seed=1,seed=2      # spreads over seeds (seed 0 done)
   fig2_mnist --only enorm_bn,enorm_epoch     # the ENorm variants that change the training
   run thesis_mnist
   fig2_mnist                                 # the rest: ENorm in the paper setting, an
                                              # exact no-op on MLP_BN (copies of the baseline)
 }
 lane_b() {
-  run fig5 --only k=7,k=4
   fig5_controls --only k=7,k=4 --only lr=0.01,lr=0.1   # the output-lr control, all seeds
+  run thesis_cifar --set data.name=fashion_mnist --tag fashion --only seed=0   # a first
+                                             # full-protocol look at the thesis CIFAR net
   run fig5 --only k=2 --only seed=0          # the gain at k = 2, one seed
-  run thesis_cifar --set data.name=fashion_mnist --tag fashion --only seed=0
   run fig5
   run thesis_cifar --set data.name=fashion_mnist --tag fashion
 }
