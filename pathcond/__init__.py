@@ -24,6 +24,7 @@ from .rescale import (
     criterion,
     learning_rate_factors,
     parameter_log_scales,
+    pathcond_lr_scales,
     rescale,
 )
 
@@ -37,5 +38,5 @@ __all__ = [
     "UnsupportedOptimizerError",
     "apply_rescaling", "check_support", "learning_rate_factors", "lifting_parameters",
     "num_paths",
-    "parameter_log_scales", "path_magnitudes", "path_norm", "rescaling_graph",
+    "parameter_log_scales", "path_magnitudes", "pathcond_lr_scales", "path_norm", "rescaling_graph",
 ]

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..graph import rescaling_graph
 from ..lifting import path_magnitudes
-from ..rescale import RescaleReport, learning_rate_factors, rescale
+from ..rescale import RescaleReport, geometric_mean, learning_rate_factors, rescale
 
 __all__ = ["AppendixJRow", "Diagnosis", "LayerScales", "ParameterLrFactors", "appendix_j",
            "diagnose", "load_model_source"]
@@ -207,7 +207,7 @@ def _lr_factors(model: nn.Module, graph: Any, log_scales: torch.Tensor
         if name not in factors:
             continue
         f = factors[name].reshape(-1)
-        out.append(ParameterLrFactors(name, int(f.numel()), math.exp(float(f.log().mean())),
+        out.append(ParameterLrFactors(name, int(f.numel()), geometric_mean([f], digits=None),
                                       float(f.min()), float(f.max())))
     return tuple(out)
 

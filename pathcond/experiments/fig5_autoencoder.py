@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
-from ._lr import geometric_mean, pathcond_factors, seeded_model
+from ..rescale import pathcond_lr_scales
+from ._lr import seeded_model
 from ._plot import COLORS, fmt_ms, mean_std, pyplot, save, spearman
 from ._plot import legend as _legend
 from ._train import (
@@ -65,8 +66,7 @@ def _methods(p: dict[str, Any]) -> list[_Method]:
 def _factor_means(k: int, seed: int) -> dict[str, float]:
     """PathCond's geometric-mean learning-rate factor on each parameter it rescales, for the
     autoencoder the trainer builds for ``seed`` (one solve per ``(k, seed)``)."""
-    _, factors = pathcond_factors(seeded_model("mnist_autoencoder", seed, k=k), (784,))
-    return {n: geometric_mean([f]) for n, f in sorted(factors.items())}
+    return pathcond_lr_scales(seeded_model("mnist_autoencoder", seed, k=k), (784,))
 
 
 def _lr_scales(k: int, seed: int, which: Any) -> dict[str, float]:

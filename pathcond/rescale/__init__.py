@@ -8,9 +8,16 @@ from .apply import (
     transport_optimizer_state,
 )
 from .pathcond import CriterionValue, DeadGroup, RescaleReport, build_problem, criterion, rescale
-from .preconditioning import learning_rate_factors
+from .preconditioning import (
+    geometric_mean,
+    learning_rate_factors,
+    pathcond_learning_rate_factors,
+    pathcond_lr_scales,
+)
 from .schedule import PathCondSchedule, ScheduleEvent
 
 __all__ = ["CriterionValue", "DeadGroup", "PathCondSchedule", "RescaleReport", "ScheduleEvent",
            "apply_rescaling", "build_problem", "check_optimizer_state", "criterion",
-           "learning_rate_factors", "parameter_log_scales", "rescale", "transport_optimizer_state"]
+           "geometric_mean", "learning_rate_factors", "parameter_log_scales",
+           "pathcond_learning_rate_factors", "pathcond_lr_scales", "rescale",
+           "transport_optimizer_state"]

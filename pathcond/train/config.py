@@ -112,11 +112,20 @@ class OptimizerConfig(_Strict):
     weight_decay: NonNegativeFloat = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: PositiveFloat = 1e-8
-    lr_scales: dict[str, PositiveFloat] = Field(
+    lr_scales: dict[str, PositiveFloat] | Literal["pathcond"] = Field(
         default_factory=dict,
         description="learning-rate multipliers by module or parameter name (a parameter "
                     "takes the factor of the name it equals or lies under, e.g. "
-                    "{decoder.2: 6.0}); each name must match some parameter")
+                    "{decoder.2: 6.0}); each name must match some parameter. 'pathcond': "
+                    "PathCond at initialisation as one factor per parameter tensor, without "
+                    "rescaling (resolved to such a mapping when the run starts)")
+
+    @field_validator("lr_scales", mode="before")
+    @classmethod
+    def _lr_scales_kind(cls, value: Any) -> Any:
+        if not isinstance(value, dict) and value != "pathcond":
+            raise ValueError(f"must be a mapping {{name: factor}} or 'pathcond', got {value!r}")
+        return value
 
     @field_validator("betas")
     @classmethod
@@ -402,6 +411,10 @@ def _location(loc: Sequence[int | str]) -> list[str]:
         prev = loc[i - 1] if i else None
         if isinstance(item, str) and item in METHOD_NAMES and (
                 prev == "method" or (isinstance(prev, int) and "methods" in loc[:i])):
+            continue
+        # Plain unions (optimizer.lr_scales) insert the member's type name.
+        if isinstance(item, str) and prev == "lr_scales" and item.startswith(("dict[",
+                                                                               "literal[")):
             continue
         if isinstance(item, int):
             parts.append(f"[{item}]")

@@ -30,7 +30,7 @@ starts: a missing one is a one-line :class:`~pathcond.errors.ConfigError`.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..graph import RescalingGraph, rescaling_graph
+from ..rescale import pathcond_lr_scales
 from .config import (
     BaselineConfig,
     ENormConfig,
@@ -50,7 +51,7 @@ from .config import (
 )
 
 __all__ = ["METHODS", "Method", "MethodContext", "build_method", "make_optimizer",
-           "optim_class"]
+           "optim_class", "resolve_lr_scales"]
 
 
 @dataclass
@@ -76,6 +77,10 @@ def _param_groups(model: nn.Module, cfg: OptimizerConfig) -> Any:
     scaled lr) and one for the rest; all of them in one list without ``lr_scales``."""
     if not cfg.lr_scales:
         return model.parameters()
+    if isinstance(cfg.lr_scales, str):
+        raise ConfigError("optimizer.lr_scales: 'pathcond' must be resolved first: a run does "
+                          "it when it starts (resolve_lr_scales); elsewhere pass the mapping "
+                          "pathcond.pathcond_lr_scales(model, input_shape) gives")
     groups: dict[float, list[nn.Parameter]] = {}
     used: set[str] = set()
     for name, p in model.named_parameters():
@@ -91,6 +96,25 @@ def _param_groups(model: nn.Module, cfg: OptimizerConfig) -> Any:
         raise ConfigError(f"optimizer.lr_scales: no parameter of the model is {unknown[0]!r} "
                           f"or lies under it (its top-level modules: {modules})")
     return [{"params": ps, "lr": cfg.lr * factor} for factor, ps in groups.items()]
+
+
+def resolve_lr_scales(cfg: OptimizerConfig, model: nn.Module, input_shape: Sequence[int], *,
+                      method: str) -> OptimizerConfig:
+    """``cfg`` with ``lr_scales: pathcond`` replaced by its mapping, PathCond at ``model``'s
+    current parameters as one learning-rate factor per tensor
+    (:func:`pathcond.rescale.pathcond_lr_scales`); any other ``cfg`` unchanged."""
+    if cfg.lr_scales != "pathcond":
+        return cfg
+    if method == "pathcond":
+        raise ConfigError("optimizer.lr_scales: 'pathcond' is PathCond as learning rates "
+                          "without rescaling; method 'pathcond' rescales already, so one of "
+                          "the two must go (lr_scales: pathcond goes with method: baseline)")
+    with torch.random.fork_rng():
+        scales = pathcond_lr_scales(model, tuple(input_shape))
+    if not scales:
+        raise ConfigError("optimizer.lr_scales: 'pathcond' found nothing to scale: PathCond "
+                          "rescales no parameter of this model")
+    return cfg.model_copy(update={"lr_scales": scales})
 
 
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:

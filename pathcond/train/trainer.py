@@ -65,7 +65,7 @@ from .checkpoint import (
 from .config import DataConfig, ExperimentConfig, method_label, validate_config
 from .distributed import DistContext, rank_seed
 from .distributed import setup as setup_distributed
-from .methods import MethodContext, build_method, make_optimizer
+from .methods import MethodContext, build_method, make_optimizer, resolve_lr_scales
 from .metrics import MetricsWriter, tensorboard_writer_class
 
 __all__ = ["RunResult", "Trainer", "check_run_dir", "load_data", "resolve_device", "train"]
@@ -260,6 +260,9 @@ class Trainer:
         self.model: nn.Module = get_model(config.model.name, **config.model.args)
         self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
         self._check_compatible()
+        if config.optimizer.lr_scales == "pathcond":  # saved resolved: resume rebuilds the same
+            self.config = config = config.model_copy(update={"optimizer": resolve_lr_scales(
+                config.optimizer, self.model, self.input_shape, method=config.method.name)})
         self.model.to(self.device)
         if self.dist is not None:
             self._check_distributed()

@@ -95,6 +95,7 @@ def dropout_model() -> Any:
     ("method={name: pathcond, every_epochs: 1}", "optimizer.name=adam", "optimizer.lr=0.01",
      "optimizer.momentum=0"),
     ("model.name=test_dropout_mlp", "model.args={}", "method={name: pathcond, every_steps: 7}"),
+    ("model.name=test_dropout_mlp", "model.args={}", "optimizer.lr_scales=pathcond"),
 ])
 def test_resume_is_bit_identical(tmp_path: Path, variant: tuple[str, ...],
                                  dropout_model: str) -> None:
@@ -362,6 +363,61 @@ def test_bad_lr_scales_are_one_line(tmp_path: Path, scales: dict[str, float], me
     with pytest.raises(ConfigError, match=message) as info:
         Trainer(tiny_config(tmp_path / "x", f"method={method}", optimizer=opt))
     assert "\n" not in str(info.value)
+
+
+def test_lr_scales_pathcond_resolves_to_a_saved_mapping(tmp_path: Path,
+                                                         dropout_model: str) -> None:
+    """``lr_scales: pathcond`` becomes PathCond's per-tensor factors of the seeded model when
+    the run starts, is saved that way, and trains exactly as that mapping written out (the
+    solve leaves the RNG stream alone: the model has dropout)."""
+    from pathcond import pathcond_lr_scales
+    from pathcond.models import get_model
+    from pathcond.train import read_run_config
+
+    overrides = (f"model.name={dropout_model}", "model.args={}")
+    opt = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "lr_scales": "pathcond"}
+    a = Trainer(tiny_config(tmp_path / "a", *overrides, optimizer=opt))
+    scales = a.config.optimizer.lr_scales
+    with torch.random.fork_rng():
+        torch.manual_seed(a.config.seed)
+        assert scales == pathcond_lr_scales(get_model(dropout_model), (12,))
+    assert isinstance(scales, dict) and len(set(scales.values())) > 1
+    assert {g["lr"] for g in a.optimizer.param_groups} == {
+        0.05 * f for f in (*scales.values(), 1.0)}  # the output bias is never rescaled
+    history = _timeless(a.run().history)
+    assert read_run_config(tmp_path / "a").optimizer.lr_scales == scales
+    b = Trainer(tiny_config(tmp_path / "b", *overrides, optimizer={**opt, "lr_scales": scales}))
+    assert _timeless(b.run().history) == history
+    c = Trainer(tiny_config(tmp_path / "c", *overrides, optimizer={**opt, "lr_scales": {}}))
+    assert _timeless(c.run().history) != history
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ("pathcond", "method 'pathcond' rescales already"),
+    ("pathsgd", "does not support optimizer.lr_scales"),
+])
+def test_lr_scales_pathcond_refusals_are_one_line(tmp_path: Path, method: str,
+                                                  message: str) -> None:
+    opt = {"name": "sgd", "lr": 0.05, "lr_scales": "pathcond"}
+    with pytest.raises(ConfigError, match=message) as info:
+        Trainer(tiny_config(tmp_path / "x", f"method={method}", optimizer=opt))
+    assert "\n" not in str(info.value)
+    for bad in ("pathsgd", 3):
+        with pytest.raises(ConfigError, match="optimizer.lr_scales: must be a mapping") as info:
+            tiny_config(tmp_path / "y", optimizer={**opt, "lr_scales": bad})
+        assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"optimizer\.lr_scales\.layers: input should be "
+                       "greater than 0"):
+        tiny_config(tmp_path / "y", optimizer={**opt, "lr_scales": {"layers": -1}})
+    assert not (tmp_path / "x").exists()
+
+
+def test_make_optimizer_refuses_an_unresolved_pathcond(tmp_path: Path) -> None:
+    from pathcond.train.methods import make_optimizer
+
+    cfg = tiny_config(tmp_path, optimizer={"name": "sgd", "lr_scales": "pathcond"})
+    with pytest.raises(ConfigError, match="must be resolved first"):
+        make_optimizer(nn.Linear(2, 2), cfg.optimizer)
 
 
 def test_lr_scales_must_be_positive_and_finite(tmp_path: Path) -> None:
