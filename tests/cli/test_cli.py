@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from pathcond.cli import app
@@ -71,6 +72,27 @@ def test_train_resume_plot_rescale_diagnose(tmp_path: Path, tiny_yaml: Path) -> 
     code, out, err = run("diagnose", list_checkpoints(run_dir)[-1][1])
     assert code == 0, err
     assert "before PathCond" in out and "Appendix J" in out
+
+
+def test_train_with_pathcond_lr_scales_resumes_and_rescales(tmp_path: Path,
+                                                            tiny_yaml: Path) -> None:
+    run_dir = tmp_path / "run"
+    code, out, err = run("train", tiny_yaml, "--out", run_dir, "--set",
+                         "optimizer.lr_scales=pathcond")
+    assert_one_line_error(code, out, err, "method 'pathcond' rescales already")
+    assert not run_dir.exists()
+    code, out, err = run("train", tiny_yaml, "--out", run_dir, "--method", "baseline",
+                         "--set", "optimizer.lr_scales=pathcond")
+    assert code == 0, err
+    scales = yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]["lr_scales"]
+    assert isinstance(scales, dict) and "layers.0.weight" in scales
+    code, out, err = run("train", "--resume", run_dir, "--epochs", "3")
+    assert code == 0, err
+    assert "completed after 3 epochs" in out
+    code, out, err = run("rescale", run_dir, "--out", tmp_path / "r.pt")
+    assert code == 0, err
+    groups = load_checkpoint(tmp_path / "r.pt")["optimizer"]["param_groups"]
+    assert len(groups) > 1  # the per-tensor groups were rebuilt from the saved mapping
 
 
 def test_train_from_flags_only(tmp_path: Path) -> None:
