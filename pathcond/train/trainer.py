@@ -261,8 +261,14 @@ class Trainer:
         self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
         self._check_compatible()
         if config.optimizer.lr_scales == "pathcond":  # saved resolved: resume rebuilds the same
-            self.config = config = config.model_copy(update={"optimizer": resolve_lr_scales(
-                config.optimizer, self.model, self.input_shape, method=config.method.name)})
+            optimizer = resolve_lr_scales(config.optimizer, self.model, self.input_shape,
+                                          method=config.method.name)
+            self.config = config = config.model_copy(update={"optimizer": optimizer})
+            if isinstance(optimizer.lr_scales, dict):
+                factors = optimizer.lr_scales.values()
+                self.log(f"optimizer.lr_scales: pathcond gives {len(factors)} parameter "
+                         f"tensors learning-rate factors {min(factors):.4g} to "
+                         f"{max(factors):.4g}")
         self.model.to(self.device)
         if self.dist is not None:
             self._check_distributed()
