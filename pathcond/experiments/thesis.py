@@ -151,10 +151,13 @@ def _grid(ctx: RunContext) -> dict[str, Any]:
                 if rec is not None:
                     runs[run_key(label, f"lr={lr}", f"seed={seed}")] = rec
     # An unfinished grid is summarised over the seeds it finished in every cell (so that
-    # every method x lr averages the same runs); a seed of no cell is used if none is whole.
-    whole = [s for s in seeds if all(run_key(m, f"lr={lr}", f"seed={s}") in runs
-                                     for m in methods for lr in lrs)]
-    used = whole or seeds
+    # every method x lr averages the same runs); if no seed is whole, over the seeds that
+    # finished the most cells (the one in progress), not a mix of seed counts per cell.
+    cells = {s: sum(run_key(m, f"lr={lr}", f"seed={s}") in runs for m in methods for lr in lrs)
+             for s in seeds}
+    whole = [s for s in seeds if cells[s] == len(methods) * len(lrs)]
+    most = max(cells.values(), default=0)
+    used = whole or [s for s in seeds if cells[s] == most]
     table: dict[str, Any] = {}
     for label in methods:
         per_lr = {}

@@ -495,6 +495,25 @@ def test_unfinished_grid_is_summarised_over_its_whole_seeds(tmp_path: Path) -> N
     assert whole.summary["table"]["sgd"]["per_lr"]["0.1"]["runs"] == 2
 
 
+def test_grid_with_no_whole_seed_is_summarised_over_the_furthest_seed(tmp_path: Path) -> None:
+    """With no seed finished everywhere, the summary uses the seed with the most finished
+    cells rather than every seed of each cell (which would average 2 runs in one cell and
+    1 in the others)."""
+    over = {"seeds": [0, 1], "methods": ["sgd", "weightfix_ones"], "lrs": [0.1, 0.01]}
+    out = tmp_path / "t"
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False, overrides=over,
+                   only=[["seed=0"], ["sgd"]])
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False, overrides=over,
+                   only=[["seed=0"], ["lr=0.1"]])
+    run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False, overrides=over,
+                   only=[["seed=1"], ["sgd"], ["lr=0.1"]])
+    part = run_experiment("thesis_mnist", scale="smoke", out_dir=out, progress=False,
+                          overrides=over, train=False)
+    assert not part.complete and part.summary["seeds_used"] == [0]
+    assert part.summary["table"]["sgd"]["per_lr"]["0.1"]["runs"] == 1
+    assert part.summary["table"]["weightfix_ones"]["per_lr"]["0.01"]["runs"] == 0
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_scale_passes_the_override_checks(name: str) -> None:
     """The checks of --set accept every scale's own parameters."""
