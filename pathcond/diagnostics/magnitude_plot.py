@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .._files import save_figure
 from ..graph import RescalingGraph
 from ..lifting import lifting_parameters, magnitudes_of
 
@@ -83,14 +82,7 @@ def plot_magnitude_distributions(rows: tuple[LayerDistribution, ...], path: str 
     ax.set_title(title or "path magnitudes per layer before and after PathCond")
     ax.legend(loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        return save_figure(fig, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path

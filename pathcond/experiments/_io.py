@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write_text
 from ..errors import ConfigError
 
 __all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "jsonable",
@@ -26,23 +25,6 @@ __all__ = ["UnitStore", "atomic_write_json", "atomic_write_text", "compact", "js
 UNITS_FILE = "units.json"
 #: The key of a packed table (:func:`pack_tables`); no result uses it for anything else.
 COLUMNS = "__columns__"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a reader sees the old or the new file)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def jsonable(value: Any) -> Any:

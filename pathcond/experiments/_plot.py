@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import save_figure
 from ._train import run_key
 
 __all__ = ["COLORS", "log_scale", "mean_std", "pyplot", "save", "seed_curves", "spearman"]
@@ -70,11 +71,10 @@ def save(fig: Any, path: Path, *, note: str = "") -> Path:
         with warnings.catch_warnings():  # a figure tight_layout cannot fit stays as drawn
             warnings.simplefilter("ignore", UserWarning)
             fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
-    pyplot().close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=110, bbox_inches="tight")
+    finally:
+        pyplot().close(fig)
 
 
 def mean_std(values: Iterable[float | None]) -> dict[str, Any]:

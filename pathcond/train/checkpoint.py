@@ -6,25 +6,24 @@ holding a dictionary with ``format``, ``version``, the resolved ``config``, ``ep
 ``history`` and a ``digest``: a BLAKE2b hash of everything else. Torch's zip container does
 not check CRCs, so the digest is what catches a flipped byte; truncation is caught by both.
 
-Writing goes to a temporary file in the same directory, is flushed and fsync'ed, then moved
-over the destination with :func:`os.replace`: a crash or a full disk never leaves a partial
-checkpoint under the final name, and the previous checkpoint survives.
+Writing goes through :func:`pathcond._files.atomic_write` (a temporary file in the same
+directory, flushed and fsync'ed, then moved over the destination): a crash or a full disk
+never leaves a partial checkpoint under the final name, and the previous one survives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
-import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import _files
+from .._files import atomic_write_bytes, atomic_write_text
 from ..errors import CheckpointError
 
 FORMAT = "pathcond-checkpoint"
@@ -64,55 +63,12 @@ def digest(payload: Mapping[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Write a file atomically: ``write(f)`` into a temporary file beside ``path``, fsync,
-    then :func:`os.replace`. On any error the temporary file is removed and ``path`` is left
-    as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Atomically replace ``path`` by ``data``."""
-    def write(f: io.BufferedWriter) -> None:
-        f.write(data)
-
-    return atomic_write(path, write)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Atomically replace ``path`` by ``text`` (UTF-8)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """Write ``payload`` (with ``format``, ``version`` and ``digest`` added) atomically."""
     data = dict(payload)
     data["format"], data["version"] = FORMAT, VERSION
     data["digest"] = digest(data)
-    return atomic_write(path, lambda f: torch.save(data, f))
+    return _files.atomic_write(path, lambda f: torch.save(data, f))
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu"

@@ -3,7 +3,6 @@ line per method (mean over seeds) with a band (min to max over seeds)."""
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -11,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import save_figure
 from ..errors import ConfigError
-from .checkpoint import atomic_write_bytes
 from .config import method_label
 from .metrics import METRICS_JSONL, read_metrics
 
@@ -160,8 +159,7 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, *, fmt: str = "png",
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(target, buf.getvalue())
-    return target
+    try:
+        return save_figure(fig, target, format=fmt, dpi=110)
+    finally:
+        plt.close(fig)

@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from pathcond import _files as files_module
 from pathcond.errors import ConfigError
 from pathcond.train import Trainer, train
-from pathcond.train import checkpoint as checkpoint_module
 from pathcond.train import distributed as distributed_module
 from pathcond.train.checkpoint import latest_checkpoint, list_checkpoints
 from pathcond.train.distributed import DistContext, launch, run_distributed
@@ -61,13 +61,13 @@ def _worker(root: str) -> dict[str, Any]:
     rank = int(os.environ["RANK"])
     torch.set_num_threads(1)
     writes: list[str] = []
-    original = checkpoint_module.atomic_write
+    original = files_module.atomic_write
 
     def spy(path: Any, write: Any) -> Path:
         writes.append(str(path))
         return original(path, write)
 
-    checkpoint_module.atomic_write = spy  # every file the harness writes goes through it
+    files_module.atomic_write = spy  # every file the harness writes goes through it
     states: dict[str, Any] = {}
     for name, overrides in RUNS.items():
         trainer = Trainer(tiny_config(Path(root, name), EPOCHS, *overrides))
@@ -86,7 +86,7 @@ def _worker(root: str) -> dict[str, Any]:
         Trainer(tiny_config(Path(root, "baseline"), EPOCHS, *RUNS["baseline"])).run()
     except ConfigError as exc:
         states["refusal"] = str(exc)
-    checkpoint_module.atomic_write = original
+    files_module.atomic_write = original
     torch.save(states, Path(root, f"rank{rank}.pt"))
     distributed_module.shutdown()
     return {"rank": rank, "writes": writes}
