@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "save_figure"]
+__all__ = ["atomic_copy", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "remove_entries", "save_figure"]
 
 #: Mode of written files (``mkstemp`` creates them readable by their owner only).
 FILE_MODE = 0o644
@@ -71,3 +73,18 @@ def save_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:
     savefig.setdefault("format", path.suffix.lstrip(".").lower() or "png")
     fig.savefig(buf, **savefig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_copy(source: str | Path, dest: str | Path) -> Path:
+    """Copy a file to ``dest`` atomically (a reader sees the old or the whole new file)."""
+    return atomic_write_bytes(dest, Path(source).read_bytes())
+
+
+def remove_entries(directory: str | Path, names: Iterable[str]) -> None:
+    """Delete the files or directory trees ``directory/name`` that exist."""
+    for name in names:
+        p = Path(directory) / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()

@@ -12,7 +12,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from pathcond._files import atomic_write, atomic_write_text, save_figure  # noqa: E402
+from pathcond._files import (  # noqa: E402
+    atomic_copy,
+    atomic_write,
+    atomic_write_text,
+    remove_entries,
+    save_figure,
+)
 
 
 def test_write_creates_parents_and_is_world_readable(tmp_path: Path) -> None:
@@ -59,3 +65,26 @@ def test_a_figure_that_cannot_be_drawn_leaves_nothing(tmp_path: Path) -> None:
         plt.close(fig)
     assert (tmp_path / "f.png").read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_copy_is_whole_and_leaves_the_source(tmp_path: Path) -> None:
+    src = tmp_path / "a.bin"
+    src.write_bytes(bytes(range(256)) * 10)
+    dest = atomic_copy(src, tmp_path / "out" / "b.bin")
+    assert dest.read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "out"]
+
+
+def test_a_missing_source_leaves_the_destination(tmp_path: Path) -> None:
+    dest = atomic_write_text(tmp_path / "b.png", "old")
+    with pytest.raises(FileNotFoundError):
+        atomic_copy(tmp_path / "missing.png", dest)
+    assert dest.read_text() == "old"
+
+
+def test_remove_entries_deletes_files_and_trees_and_skips_missing(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "runs" / "r1" / "x.txt", "x")
+    atomic_write_text(tmp_path / "units.json", "{}")
+    atomic_write_text(tmp_path / "keep.txt", "k")
+    remove_entries(tmp_path, ("runs", "units.json", "absent"))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

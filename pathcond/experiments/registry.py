@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from .._files import atomic_copy, remove_entries
 from ..errors import ConfigError, PathcondError
 from ._checks import check_only, check_out_dir, check_overrides
 from ._io import (
@@ -329,12 +330,7 @@ def run_experiment(name: str, *, scale: str = "cpu", out_dir: str | Path | None 
     check_out_dir(out, name, scale, tag)
     created = not out.exists()
     if not resume and out.is_dir():
-        for child in ("units.json", "summary.json", "runs"):
-            p = out / child
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+        remove_entries(out, ("units.json", "summary.json", "runs"))
     out.mkdir(parents=True, exist_ok=True)
     store = UnitStore(out, {"experiment": name, "scale": scale}, resume=resume,
                       read_only=not train)
@@ -431,6 +427,6 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     figures.mkdir(parents=True, exist_ok=True)
     for fig in result.figures:
         dest = figures / f"{fig.stem}_{result.label}{fig.suffix}"
-        shutil.copyfile(fig, dest)
+        atomic_copy(fig, dest)
         written.append(dest)
     return written

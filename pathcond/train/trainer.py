@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +51,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from .._files import remove_entries
 from ..data import DataSplits, load_dataset, to_autoencoding
 from ..errors import CheckpointError, ConfigError, NonFiniteParameterError, PathcondError
 from .checkpoint import (
@@ -363,12 +363,7 @@ class Trainer:
         if resume:
             return
         if d.is_dir() and any(d.iterdir()):
-            for marker in (*_RUN_MARKERS, "metrics.csv", "plots", "tensorboard"):
-                p = d / marker
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            remove_entries(d, (*_RUN_MARKERS, "metrics.csv", "plots", "tensorboard"))
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / CONFIG_FILE, yaml.safe_dump(self.config.to_dict(),
                                                           sort_keys=False))
