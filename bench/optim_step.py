@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS, command_line, loadavg, machine_info, sync  # noqa: E402
 
+from pathcond._files import atomic_write_text  # noqa: E402
 from pathcond.models import MLP  # noqa: E402
 from pathcond.optim import GSGD, ENorm, GSpace, PathSGD, WeightFixing  # noqa: E402
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "optim_step (issue 5)", "command": command, "machine": info,
                "args": vars(args), "lr": LR, "targets": TARGETS, "results": results}
-    out.write_text(json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(payload, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

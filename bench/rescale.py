@@ -48,6 +48,7 @@ from _common import RESULTS, command_line, loadavg, machine_info, relative_paths
 from published import element_b, flat_magnitudes, published_pathcond  # noqa: E402
 
 import pathcond  # noqa: E402
+from pathcond._files import atomic_write_text  # noqa: E402
 from pathcond.lifting import lifting_parameters, magnitudes_of  # noqa: E402
 from pathcond.models import MLP, get_model, model_input_shape  # noqa: E402
 from pathcond.rescale import apply_rescaling, build_problem  # noqa: E402
@@ -513,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "models": records, "table_markdown": tab,
     }
-    out.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    atomic_write_text(out, json.dumps(payload, indent=1, default=str) + "\n")
     log(f"wrote {out}")
     return 0
 

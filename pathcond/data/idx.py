@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pathcond._files import atomic_write_bytes
 from pathcond.data.errors import DatasetFormatError
 from pathcond.errors import DatasetNotFoundError
 
@@ -109,5 +110,4 @@ def write_idx(path: str | Path, array: np.ndarray) -> Path:
     payload = header + np.ascontiguousarray(arr, dtype=native.newbyteorder(">")).tobytes()
     if path.suffix == ".gz":
         payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    path.write_bytes(payload)
-    return path
+    return atomic_write_bytes(path, payload)

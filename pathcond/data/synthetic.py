@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathcond._files import atomic_write_bytes
 from pathcond.data.cifar10 import TEST_BATCH, TRAIN_BATCHES
 from pathcond.data.idx import write_idx
 from pathcond.data.idx_dir import IDX_FILE_NAMES
@@ -188,7 +189,7 @@ def write_cifar10_batches(
         payload = pickle.dumps(batch, protocol=protocol)
         if legacy_numpy_path:
             payload = payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
-        (root / name).write_bytes(payload)
+        atomic_write_bytes(root / name, payload)
         images[name], labels[name] = data.reshape(-1, 3, 32, 32), labs.astype(np.int64)
     return {
         "train_images": np.concatenate([images[n] for n in TRAIN_BATCHES]),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._files import atomic_copy
 from ..errors import CheckpointError, ConfigError
 from ..rescale import RescaleReport, rescale
 from ..train.checkpoint import (
@@ -121,7 +121,7 @@ def rescale_checkpoint(source: str | Path, out: str | Path | None = None, *,
     new["extra"] = extra
     if in_place:
         backup = path.with_name(f"{path.stem}.before-pathcond.pt")
-        shutil.copyfile(path, backup)
+        atomic_copy(path, backup)
     with torch.no_grad():
         save_checkpoint(target, new)
     return target, report

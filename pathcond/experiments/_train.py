@@ -13,6 +13,7 @@ accuracy, AM/GM of the path magnitudes), and a few summary numbers.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._files import atomic_write
 from ..data import DataSplits, load_dataset, to_autoencoding
 from ..errors import ConfigError, PathcondError
 from ._io import jsonable
@@ -544,13 +546,12 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
         history.append(row)
         ctx.log(f"{key}: epoch {epoch}/{epochs} train loss {row['train_loss']}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save({"spec": json.loads(json.dumps(full_spec, default=str)),
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
-                    "wall": wall, "enorm": hooks.enorm.state_dict()
-                    if hasattr(hooks, "enorm") else {}}, tmp)
-        tmp.replace(state_path)
+        state = {"spec": json.loads(json.dumps(full_spec, default=str)),
+                 "model": model.state_dict(), "optimizer": opt.state_dict(),
+                 "rng": torch.get_rng_state(), "history": history, "epoch": epoch,
+                 "wall": wall, "enorm": hooks.enorm.state_dict()
+                 if hasattr(hooks, "enorm") else {}}
+        atomic_write(state_path, functools.partial(torch.save, state))
         if row["train_loss"] is None:
             status = "diverged"
             break

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .._files import atomic_write_text
 from ..graph import rescaling_graph
 from ..lifting import num_paths
 from ..models import get_model, model_input_shape
@@ -84,7 +85,7 @@ def run_table1(ctx: Any) -> dict[str, Any]:
     table = [Table1Row(r["model"], r["parameters"], r["hidden_units"], r["rescaling_groups"],
                        r["log10_paths"]) for r in rows]
     markdown = table1_markdown(table)
-    (ctx.out_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
+    atomic_write_text(ctx.out_dir / "table1.md", markdown + "\n")
     return {"rows": rows, "all_match": all(r["matches"] for r in rows), "markdown": markdown}
 
 
