@@ -65,9 +65,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def save_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:
-    """Render a matplotlib figure in memory (format from the suffix of
-    ``path`` unless ``format`` is given), then
-    write it atomically. The figure is left open: closing it is the caller's choice."""
+    """Render a matplotlib figure in memory, then write it atomically; the format is the
+    suffix of ``path`` unless ``format`` is given. The figure is left open."""
     path = Path(path)
     buf = io.BytesIO()
     savefig.setdefault("format", path.suffix.lstrip(".").lower() or "png")

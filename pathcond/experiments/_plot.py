@@ -59,7 +59,6 @@ def log_scale(ax: Any) -> None:
 def save(fig: Any, path: Path, *, note: str = "") -> Path:
     """Save a figure as PNG (atomically) and close it; ``note`` (e.g. that the run is
     unfinished) is added under the title."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if note:
         title = fig.get_suptitle()
         fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)

@@ -424,7 +424,6 @@ def publish(result: ExperimentResult, *, results_dir: str | Path = "results",
     atomic_write_json(target, {"summary": compact(result.summary),
                                "units": pack_tables(units)}, indent=None)
     written.append(target)
-    figures.mkdir(parents=True, exist_ok=True)
     for fig in result.figures:
         dest = figures / f"{fig.stem}_{result.label}{fig.suffix}"
         atomic_copy(fig, dest)
