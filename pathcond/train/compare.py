@@ -21,8 +21,9 @@ from typing import Any
 
 import yaml
 
+from .._files import atomic_write_text
 from ..errors import ConfigError
-from .checkpoint import atomic_write_text, list_checkpoints
+from .checkpoint import list_checkpoints
 from .config import ExperimentConfig, method_label, validate_config
 from .trainer import SUMMARY_FILE, RunResult, Trainer, load_data
 

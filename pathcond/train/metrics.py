@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._files import atomic_write_text
 from ..errors import ConfigError
-from .checkpoint import atomic_write_text
 
 #: Columns of ``metrics.csv`` in order (``metrics.jsonl`` has the same keys). ``train_loss``
 #: and ``train_acc`` of epoch ``e >= 1`` are the means over that epoch's mini-batches, each

@@ -51,11 +51,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .._files import remove_entries
+from .._files import atomic_write_text, remove_entries
 from ..data import DataSplits, load_dataset, to_autoencoding
 from ..errors import CheckpointError, ConfigError, NonFiniteParameterError, PathcondError
 from .checkpoint import (
-    atomic_write_text,
     checkpoint_path,
     latest_checkpoint,
     list_checkpoints,
