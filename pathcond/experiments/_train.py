@@ -19,6 +19,7 @@ import math
 import re
 import shutil
 import time
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from torch import nn
 from .._files import atomic_write
 from ..data import DataSplits, load_dataset, to_autoencoding
 from ..errors import ConfigError, PathcondError
+from ..rescale.pathcond import SolverName
 from ._io import jsonable
 from .registry import RunContext
 
@@ -318,13 +320,61 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor | None, batches: int,
     model.train(was)
 
 
-def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
+_SOLVE_OPTIONS = {"solver": str, "max_sweeps": int, "tol": float, "step_tol": float}
+
+
+def solve_options(method: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`pathcond.rescale` named by a method's ``solve``
+    mapping (``solver``, ``max_sweeps``, ``tol``, ``step_tol``; ``tol: null`` disables the
+    relative stop), e.g. ``{solver: coordinate, max_sweeps: 10, tol: null, step_tol: 0.01}``
+    for the published solver's fixed 10 sweeps (SPEC section 4). Empty: the defaults."""
+    solve = method.get("solve") or {}
+    if not isinstance(solve, Mapping):
+        raise ConfigError(f"method {method.get('name')!r}: solve must be a mapping of "
+                          f"{sorted(_SOLVE_OPTIONS)}, got {solve!r}")
+    out: dict[str, Any] = {}
+    for key, value in solve.items():
+        if key not in _SOLVE_OPTIONS:
+            raise ConfigError(f"method {method.get('name')!r}: unknown solve option {key!r}; "
+                              f"expected one of {sorted(_SOLVE_OPTIONS)}")
+        kind = _SOLVE_OPTIONS[key]
+        if value is None and key in ("tol", "step_tol"):
+            out[key] = None
+            continue
+        ok = isinstance(value, str) if kind is str else (
+            isinstance(value, int | float) and not isinstance(value, bool)
+            and (kind is float or float(value).is_integer()))
+        if not ok:
+            raise ConfigError(f"method {method.get('name')!r}: solve.{key} must be a "
+                              f"{kind.__name__}, got {value!r}")
+        out[key] = kind(value)
+    if out.get("solver", "newton") not in typing.get_args(SolverName):
+        raise ConfigError(f"method {method.get('name')!r}: solve.solver must be one of "
+                          f"{list(typing.get_args(SolverName))}, got {out['solver']!r}")
+    if out.get("max_sweeps", 1) < 1 or any(
+            out.get(k) is not None and not 0 <= out[k] < math.inf for k in ("tol", "step_tol")):
+        raise ConfigError(f"method {method.get('name')!r}: solve needs max_sweeps >= 1 and "
+                          f"finite tol, step_tol >= 0, got {dict(solve)}")
+    return out
+
+
+def _rescale_info(report: Any) -> dict[str, Any]:
+    """What a minimal-loop run records of a :class:`pathcond.RescaleReport`."""
+    return {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
+            "u_inf": float(report.log_scales.abs().max()), "converged": report.converged,
+            "sweeps": report.sweeps}
+
+
+def reference_bn_pathcond(model: nn.Module, *, solve: Mapping[str, Any] | None = None
+                          ) -> dict[str, Any]:
     """An emulation of PathCond that ignores BatchNorm (how an implementation that does not
     model BatchNorm behaves; a guess at the reference code, SPEC section 2): the log-scales
     are computed on the same MLP without its BatchNorm layers and applied to the raw Linear
     weights, incoming rows ``* e^u`` and outgoing columns ``* e^-u``. In training mode the
     BatchNorm after a Linear cancels the row scaling, so the net effect is the outgoing
-    scaling: the function changes. Only for :class:`pathcond.models.MLP`."""
+    scaling: the function changes. ``solve``: keyword arguments of :func:`pathcond.rescale`
+    (the published solver stops after 10 coordinate sweeps). Only for
+    :class:`pathcond.models.MLP`."""
     from .. import rescale, rescaling_graph
     from ..models import MLP
 
@@ -340,7 +390,7 @@ def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
             if a.bias is not None and b.bias is not None:
                 a.bias.copy_(b.bias)
     graph = rescaling_graph(plain, (int(model.widths[0]),))
-    report = rescale(plain, graph=graph)
+    report = rescale(plain, graph=graph, **dict(solve or {}))
     with torch.no_grad():
         for g, members in enumerate(graph.group_members):
             u = float(report.log_scales[g])
@@ -349,9 +399,7 @@ def reference_bn_pathcond(model: nn.Module) -> dict[str, Any]:
                 if linears[li].bias is not None:
                     linears[li].bias[unit] *= math.exp(u)
                 linears[li + 1].weight[:, unit] *= math.exp(-u)
-    return {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
-            "u_inf": float(report.log_scales.abs().max()), "converged": report.converged,
-            "function_preserving": False}
+    return {**_rescale_info(report), "function_preserving": False}
 
 
 class _Hooks:
@@ -393,13 +441,12 @@ class _Hooks:
         if self.name == "pathcond":
             if method.get("calibrate_bn"):
                 calibrate_batchnorm(model, calib_data, int(method["calibrate_bn"]))
+            solve = solve_options(method)
             if method.get("bn") == "reference":
-                self.info = reference_bn_pathcond(model)
+                self.info = reference_bn_pathcond(model, solve=solve)
                 return
-            report = rescale(model, graph=graph, optimizer=self.optimizer)
-            self.info = {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
-                         "u_inf": float(report.log_scales.abs().max()),
-                         "converged": report.converged}
+            report = rescale(model, graph=graph, optimizer=self.optimizer, **solve)
+            self.info = _rescale_info(report)
         elif self.name == "enorm":
             try:
                 from ..optim import ENorm

@@ -119,6 +119,16 @@ def test_enorm_paper_setting_is_a_no_op_on_mlp_bn(smoke: dict[str, Any]) -> None
     assert [r["train_loss"] for r in base] == [r["train_loss"] for r in enorm]
 
 
+def test_fig2_bn_published_sweeps_variant_is_capped(smoke: dict[str, Any]) -> None:
+    """The ``solve`` options reach the rescaling: the 10-sweep emulation reports at most 10
+    coordinate sweeps and is not function-preserving; the default one converges."""
+    table = smoke["results"]["fig2_bn"].summary["table"]
+    capped = table["pathcond_reference_10sweeps"]["method_info"]
+    full = table["pathcond_reference"]["method_info"]
+    assert capped and all(i["sweeps"] <= 10 and not i["function_preserving"] for i in capped)
+    assert all(i["converged"] for i in full)
+
+
 def test_pathcond_lr_factor_is_the_weight_shrinkage_squared() -> None:
     """On MLP_BN, PathCond multiplies the columns of each BatchNorm'd weight by exp(-u); its
     lr factor is the geometric mean of (before / after)^2 over the entries of the weights of

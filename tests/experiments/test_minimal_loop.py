@@ -1,0 +1,69 @@
+"""The minimal loop's PathCond options: ``solve`` passes solver settings to the rescaling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pathcond import rescale
+from pathcond.errors import ConfigError
+from pathcond.experiments._train import reference_bn_pathcond, solve_options
+from pathcond.models import mlp_bn
+
+
+def test_solve_options_are_rescale_keywords() -> None:
+    opts = solve_options({"name": "pathcond", "solve": {"solver": "coordinate", "max_sweeps": 10,
+                                                        "tol": None, "step_tol": 0.01}})
+    assert opts == {"solver": "coordinate", "max_sweeps": 10, "tol": None, "step_tol": 0.01}
+    assert solve_options({"name": "pathcond"}) == {}
+
+
+@pytest.mark.parametrize(("solve", "message"), [
+    ({"sweeps": 3}, "unknown solve option 'sweeps'"),
+    ({"solver": "lbfgs"}, "solve.solver must be one of"),
+    ({"max_sweeps": 2.5}, "solve.max_sweeps must be a int"),
+    ({"max_sweeps": 0}, "max_sweeps >= 1"),
+    ({"tol": -1.0}, "finite tol"),
+    ({"step_tol": "small"}, "solve.step_tol must be a float"),
+    ("coordinate", "solve must be a mapping"),
+])
+def test_bad_solve_options_are_config_errors(solve: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        solve_options({"name": "pathcond", "solve": solve})
+
+
+def test_reference_emulation_with_the_published_sweeps_stops_early() -> None:
+    """Ten coordinate sweeps leave the criterion above the converged solve's, with smaller
+    log-scales, on the same net (the deep-net case of the Fig 2 investigation)."""
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return mlp_bn(6, width=24, in_features=20)
+
+    converged = reference_bn_pathcond(net())
+    capped = reference_bn_pathcond(net(), solve=solve_options(
+        {"solve": {"solver": "coordinate", "max_sweeps": 10, "tol": None, "step_tol": 1e-2}}))
+    assert converged["converged"] and not capped["converged"]
+    assert capped["sweeps"] == 10
+    assert capped["am_gm_after"] > converged["am_gm_after"] * (1 + 1e-6)
+    assert capped["u_inf"] < converged["u_inf"]
+
+
+def test_reference_emulation_solves_the_net_without_batchnorm() -> None:
+    """Its log-scales are PathCond's on the same MLP with the BatchNorm layers removed, so
+    its AM/GM after equals that of rescaling that plain MLP directly."""
+    from pathcond.models import MLP
+
+    torch.manual_seed(1)
+    model = mlp_bn(3, width=16, in_features=12)
+    linears = [m for m in model.layers if isinstance(m, torch.nn.Linear)]
+    plain = MLP(list(model.widths), bias=False, output_bias=True, batchnorm=False).double()
+    with torch.no_grad():
+        for a, b in zip([m for m in plain.layers if isinstance(m, torch.nn.Linear)], linears,
+                        strict=True):
+            a.weight.copy_(b.weight)
+            if a.bias is not None and b.bias is not None:
+                a.bias.copy_(b.bias)
+    direct = rescale(plain, (12,))
+    info = reference_bn_pathcond(model)
+    assert info["am_gm_after"] == pytest.approx(direct.am_gm_after, rel=1e-9)
+    assert info["function_preserving"] is False
