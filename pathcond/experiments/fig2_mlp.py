@@ -302,6 +302,11 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     depth, width, lr = int(p["depth"]), int(p.get("width", 500)), float(p["lr"])
     seeds = [int(s) for s in p["seeds"]]
     targets = [float(t) for t in p.get("targets", [0.9])]
+    stop_at = p.get("stop_at")
+    if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int | float)
+                                or not 0 < stop_at <= 1):
+        raise ConfigError(f"stop_at must be a training accuracy in (0, 1] or null, got "
+                          f"{stop_at!r}")
     variants = {str(k): dict(v) for k, v in p["variants"].items()}
     runs: dict[str, Any] = {}
     ctx.units_total = len(variants) * len(seeds)
@@ -320,7 +325,9 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
                                build_model=build, data=data, method=method,
                                optimizer={"name": "sgd", "lr": lr}, epochs=int(p["epochs"]),
                                batch_size=int(p.get("batch_size", 128)), seed=seed,
-                               eval_splits=("val",))
+                               eval_splits=("val",),
+                               stop_at=None if stop_at is None else ("train_acc",
+                                                                     float(stop_at)))
             if rec is not None:
                 runs[key] = rec
     table = {}

@@ -129,6 +129,19 @@ def test_fig2_bn_published_sweeps_variant_is_capped(smoke: dict[str, Any]) -> No
     assert all(i["converged"] for i in full)
 
 
+def test_fig2_bn_stop_at_ends_runs_at_the_target(tmp_path: Path) -> None:
+    """``stop_at``: a run ends at the first epoch whose training accuracy reaches it."""
+    res = run_experiment("fig2_bn", scale="smoke", out_dir=tmp_path / "f", progress=False,
+                         overrides={"epochs": 3, "stop_at": 0.01}, only=[["baseline"]])
+    units = read_units(tmp_path / "f" / "units.json") or {}
+    (rec,) = [u["result"] for k, u in units.items() if k.startswith("baseline/")]
+    assert [r["epoch"] for r in rec["history"]] == [0, 1] and rec["epochs_to_target"] == 1
+    assert not res.complete
+    with pytest.raises(ConfigError, match="stop_at must be a training accuracy"):
+        run_experiment("fig2_bn", scale="smoke", out_dir=tmp_path / "g", progress=False,
+                       overrides={"stop_at": 1.5})
+
+
 def test_pathcond_lr_factor_is_the_weight_shrinkage_squared() -> None:
     """On MLP_BN, PathCond multiplies the columns of each BatchNorm'd weight by exp(-u); its
     lr factor is the geometric mean of (before / after)^2 over the entries of the weights of
