@@ -64,6 +64,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .._files import atomic_write_text
 from ..errors import ConfigError, PathcondError
 
 __all__ = [
@@ -408,7 +409,7 @@ def train_worker(config: dict[str, Any], run_dir: str, resume: bool, overwrite: 
         result = trainer.run(resume=resume, overwrite=overwrite)
         return result.summary if rank == 0 else None
     except PathcondError as exc:
-        Path(error_dir, f"rank_{rank}.txt").write_text(_one_line(exc), encoding="utf-8")
+        atomic_write_text(Path(error_dir, f"rank_{rank}.txt"), _one_line(exc))
         sys.stderr.flush()
         sys.exit(2)
     except KeyboardInterrupt:
