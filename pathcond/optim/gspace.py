@@ -62,7 +62,7 @@ state (momentum, Adam moments) persists across steps and is invariant under resc
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +287,15 @@ def _column_dot(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torc
         out = torch.linalg.vecdot(a, b, dim=0)
         return out.sum(dim=tuple(range(1, out.dim()))) if out.dim() > 1 else out
     return torch.linalg.vecdot(a.flatten(2), b.flatten(2), dim=-1)
+
+
+def _scale(t: torch.Tensor, factors: Iterable[torch.Tensor | None], *,
+           divide: bool = False) -> torch.Tensor:
+    """``t`` multiplied (or divided) in place by each factor that is not ``None``."""
+    for f in factors:
+        if f is not None:
+            t.div_(f) if divide else t.mul_(f)
+    return t
 
 
 @dataclass(frozen=True)
@@ -548,6 +557,13 @@ class GSpace(_SkeletonOptimizer):
         self.param_groups = self.inner.param_groups
         self.state = self.inner.state
 
+    def _live_slots(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """``(i, parameter, its G-space value)`` of every slot that has a value."""
+        for i, s in enumerate(self.structure.slots):
+            v = self._values[i]
+            if v is not None:
+                yield i, s.param, v
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One step of the inner optimizer in G-space (module docstring (3)-(5))."""
@@ -559,19 +575,11 @@ class GSpace(_SkeletonOptimizer):
         cols = e.columns(prep.u, dtype)
         rows = e.rows(e.d_ext, dtype)
         grads: list[torch.Tensor | None] = [None] * len(st.slots)
-        for i, s in enumerate(st.slots):
-            v = self._values[i]
-            if v is None:
-                continue
-            p = s.param
-            v.copy_(p)
+        for i, p, v in self._live_slots():
+            factors = (cols[i], rows[i])
+            _scale(v.copy_(p), factors)
             gv = torch.zeros_like(v) if p.grad is None else p.grad.detach().clone()
-            for factor in (cols[i], rows[i]):
-                if factor is not None:
-                    v.mul_(factor)
-                    gv.div_(factor)
-            v.grad = gv
-            grads[i] = gv
+            v.grad = grads[i] = _scale(gv, factors, divide=True)
         e.scatter(torch.cat([torch.zeros_like(e.snapshot), prep.gv_root]), grads)
         self.inner.step()
         new_root = e.gather(list(self._values))[e.h:]
@@ -579,16 +587,8 @@ class GSpace(_SkeletonOptimizer):
         u_new[: e.h] = prep.u[: e.h] * (new_root / prep.v_root)[e.up.anchor]
         cols = e.columns(u_new, dtype)
         params: list[torch.Tensor | None] = [None] * len(st.slots)
-        for i, s in enumerate(st.slots):
-            v = self._values[i]
-            if v is None:
-                continue
-            p = s.param
-            p.copy_(v)
-            for factor in (cols[i], rows[i]):
-                if factor is not None:
-                    p.div_(factor)
-            params[i] = p
+        for i, p, v in self._live_slots():
+            params[i] = _scale(p.copy_(v), (cols[i], rows[i]), divide=True)
         theta_root = new_root / (u_new[e.root_src_ext] * e.d_ext[e.up.root_group])
         e.scatter(torch.cat([e.snapshot, theta_root]), params)
         self._steps += 1
