@@ -163,14 +163,17 @@ class UnitStore:
         """Whether unit ``key`` is finished with this ``spec``."""
         return self._matching(key, spec) is not None
 
-    def put(self, key: str, spec: Mapping[str, Any], result: Any) -> None:
-        """Record a finished unit and write the store to disk (atomically)."""
+    def put(self, key: str, spec: Mapping[str, Any], result: Any) -> Any:
+        """Record a finished unit and write the store to disk (atomically). Returns the
+        result as stored (:func:`compact`): what a later run reads back, so that a summary
+        is the same whether its units were just computed or read from disk."""
         if key in self.units and key not in self.computed:
             self.replaced.append(key)
         self.units[key] = {"spec": jsonable(dict(spec)), "result": compact(result)}
         self.used.add(key)
         self.computed.add(key)
         self.flush()
+        return self.units[key]["result"]
 
     def flush(self) -> None:
         """Write the store to disk (histories packed by :func:`pack_tables`), unless it is
@@ -185,9 +188,7 @@ class UnitStore:
         """The stored result of ``key``, or ``fn()`` stored and returned."""
         if self.done(key, spec):
             return self.units[key]["result"]
-        result = fn()
-        self.put(key, spec, result)
-        return self.units[key]["result"]
+        return self.put(key, spec, fn())
 
     def adopt(self, path: str | Path) -> int:
         """Copy into this store the units of another store file that this one lacks (an

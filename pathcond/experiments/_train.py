@@ -263,8 +263,7 @@ def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataS
              "wall_time": s.get("wall_time"), "seconds": time.perf_counter() - t0}
     if stop_at:
         extra["epochs_to_target"] = first_epoch_at(result.history, *stop_at)
-    record = _record(status, result.history, extra)
-    ctx.store.put(key, spec, record)
+    record = ctx.store.put(key, spec, _record(status, result.history, extra))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return record
 
@@ -606,8 +605,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
                              "seconds": time.perf_counter() - t_start}
     if stop_at:
         extra["epochs_to_target"] = first_epoch_at(history, *stop_at)
-    record = _record(status, history, extra)
-    ctx.store.put(key, full_spec, record)
+    record = ctx.store.put(key, full_spec, _record(status, history, extra))
     state_path.unlink(missing_ok=True)
     return record
 

@@ -16,6 +16,7 @@ from pathcond.experiments._io import (
     COLUMNS,
     UnitStore,
     atomic_write_json,
+    compact,
     pack_tables,
     read_units,
     unpack_tables,
@@ -81,6 +82,20 @@ def test_store_reads_packed_and_plain_files(tmp_path: Path) -> None:
     fresh = UnitStore(tmp_path / "c", {"experiment": "x"}, resume=True)
     assert fresh.adopt(tmp_path / "b" / "units.json") == 1
     assert fresh.get("u", {"n": 1}) == {"history": history}
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1,
+                max_size=5))
+def test_a_unit_just_put_equals_the_unit_read_back(tmp_path_factory: pytest.TempPathFactory,
+                                                   xs: list[float]) -> None:
+    """What ``put`` returns is what a later run reads: a summary computed right after a unit
+    finished equals the one a ``--no-train`` republish computes from disk, to the bit."""
+    out = tmp_path_factory.mktemp("store")
+    result = {"history": [{"epoch": i, "loss": x / 3} for i, x in enumerate(xs)], "v": xs[0] / 7}
+    stored = UnitStore(out, {"experiment": "x"}, resume=True).put("u", {"n": 1}, result)
+    assert UnitStore(out, {"experiment": "x"}, resume=True).get("u", {"n": 1}) == stored
+    assert stored == compact(result)
 
 
 def test_read_only_store_never_writes(tmp_path: Path) -> None:
