@@ -488,7 +488,9 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
                  eval_splits: Sequence[str] = ("val", "test"),
                  stop_at: tuple[str, float] | None = None) -> dict[str, Any] | None:
     """One training run with the internal minimal loop (SGD/Adam; methods ``baseline``,
-    ``pathcond`` (at initialisation), ``enorm`` (``every`` steps), ``weightfix``
+    ``pathcond`` (at initialisation; ``solve``: :func:`solve_options`, ``calibrate_bn``:
+    batches that set the BatchNorm running statistics first, ``bn: reference``:
+    :func:`reference_bn_pathcond`), ``enorm`` (``every`` steps), ``weightfix``
     (``init``: rescale / keep / ones as :class:`pathcond.optim.WeightFixing`, or ``value``:
     fixed entries rescaled to +-value), ``gspace`` (the optimizer run on basis-path values;
     ``init`` as :class:`pathcond.optim.GSpace`)). Any method may first overwrite the
