@@ -357,6 +357,42 @@ def solve_options(method: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The options of each method of the minimal loop, besides ``name`` and ``skeleton``.
+MINIMAL_METHOD_OPTIONS: dict[str, frozenset[str]] = {
+    "baseline": frozenset(),
+    "pathcond": frozenset({"calibrate_bn", "bn", "solve"}),
+    "enorm": frozenset({"c", "p", "every", "exclude_batchnorm"}),
+    "weightfix": frozenset({"value", "init"}),
+    "gspace": frozenset({"init"}),
+}
+
+
+def check_minimal_method(method: Mapping[str, Any], *, label: str | None = None) -> None:
+    """Raise :class:`ConfigError` (one line, naming ``label``) unless ``method`` names a
+    method of the minimal loop with options it has (a trainer option such as ENorm's
+    ``every_epochs`` would otherwise be silently ignored)."""
+    where = f"minimal loop, {label}" if label else "minimal loop"
+    name = str(method.get("name", "baseline"))
+    if name not in MINIMAL_METHOD_OPTIONS:
+        raise ConfigError(f"{where}: unknown method {name!r}; expected one of "
+                          f"{sorted(MINIMAL_METHOD_OPTIONS)}")
+    allowed = MINIMAL_METHOD_OPTIONS[name] | {"name", "skeleton"}
+    unknown = sorted(set(method) - allowed)
+    if unknown:
+        hint = " (here ENorm's 'every' counts steps; 'every_epochs' is the trainer's)" \
+            if name == "enorm" and "every_epochs" in unknown else ""
+        raise ConfigError(f"{where}: method {name!r} has no option {unknown[0]!r}; its "
+                          f"options: {', '.join(sorted(allowed - {'name'}))}{hint}")
+    if name == "pathcond":
+        if method.get("bn") not in (None, "reference"):
+            raise ConfigError(f"{where}: method 'pathcond': bn must be 'reference' or "
+                              f"absent, got {method['bn']!r}")
+        try:
+            solve_options(method)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
 def _rescale_info(report: Any) -> dict[str, Any]:
     """What a minimal-loop run records of a :class:`pathcond.RescaleReport`."""
     return {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
@@ -500,6 +536,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
     ``<out_dir>/runs/<key>/state.pt``; the sample order of epoch ``e`` depends on
     ``(seed, e)`` only, so a resumed run is identical to an uninterrupted one.
     """
+    check_minimal_method(method)
     full_spec = {"minimal_loop": 1, **dict(spec), "method": dict(method),
                  "optimizer": dict(optimizer), "epochs": epochs, "batch_size": batch_size,
                  "seed": seed, "stop_at": list(stop_at) if stop_at else None}

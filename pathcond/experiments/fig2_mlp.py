@@ -32,6 +32,7 @@ from ._lr import geometric_mean, pathcond_factors, seeded_model
 from ._plot import COLORS, log_scale, mean_std, pyplot, save, seed_curves
 from ._plot import legend as _legend
 from ._train import (
+    check_minimal_method,
     check_trainer_methods,
     data_config,
     get_data,
@@ -298,7 +299,6 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
     from ..models import MLP, mlp_bn
 
     p = ctx.params
-    data, n_in = _data(ctx)
     depth, width, lr = int(p["depth"]), int(p.get("width", 500)), float(p["lr"])
     seeds = [int(s) for s in p["seeds"]]
     targets = [float(t) for t in p.get("targets", [0.9])]
@@ -308,6 +308,10 @@ def run_fig2_bn(ctx: RunContext) -> dict[str, Any]:
         raise ConfigError(f"stop_at must be a training accuracy in (0, 1] or null, got "
                           f"{stop_at!r}")
     variants = {str(k): dict(v) for k, v in p["variants"].items()}
+    for label, method in variants.items():
+        check_minimal_method({k: v for k, v in method.items() if k != "batchnorm"},
+                             label=f"variant {label!r}")
+    data, n_in = _data(ctx)
     runs: dict[str, Any] = {}
     ctx.units_total = len(variants) * len(seeds)
     for label, method in variants.items():

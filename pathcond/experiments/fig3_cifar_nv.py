@@ -25,7 +25,15 @@ from torch import nn
 
 from ..models.init import init_kaiming_conv_bn
 from ._plot import log_scale, mean_std, pyplot, save, seed_curves
-from ._train import data_config, get_data, minimal_unit, run_key, train_unit
+from ._train import (
+    check_minimal_method,
+    check_trainer_methods,
+    data_config,
+    get_data,
+    minimal_unit,
+    run_key,
+    train_unit,
+)
 from .registry import RunContext
 
 __all__ = ["NarrowCifarNV", "draw_app_l", "draw_fig3", "run_app_l", "run_fig3"]
@@ -103,9 +111,14 @@ def _one(ctx: RunContext, data: Any, lr: float, label: str, method: dict[str, An
 
 def _sweep(ctx: RunContext, lrs: list[float]) -> dict[str, Any]:
     p = ctx.params
+    methods = _methods(p)
+    if p.get("model", "narrow") == "zoo":
+        check_trainer_methods(ctx, [m for _, m in methods])
+    else:
+        for label, method in methods:
+            check_minimal_method(method, label=f"method {label!r}")
     data = get_data(p["data"])
     ctx.log(data.describe())
-    methods = _methods(p)
     seeds = [int(s) for s in p["seeds"]]
     runs: dict[str, Any] = {}
     ctx.units_total = len(lrs) * len(methods) * len(seeds)

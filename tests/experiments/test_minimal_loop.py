@@ -7,7 +7,12 @@ import torch
 
 from pathcond import rescale
 from pathcond.errors import ConfigError
-from pathcond.experiments._train import reference_bn_pathcond, solve_options
+from pathcond.experiments._train import (
+    MINIMAL_METHOD_OPTIONS,
+    check_minimal_method,
+    reference_bn_pathcond,
+    solve_options,
+)
 from pathcond.models import mlp_bn
 
 
@@ -67,3 +72,33 @@ def test_reference_emulation_solves_the_net_without_batchnorm() -> None:
     info = reference_bn_pathcond(model)
     assert info["am_gm_after"] == pytest.approx(direct.am_gm_after, rel=1e-9)
     assert info["function_preserving"] is False
+
+
+@pytest.mark.parametrize(("method", "message"), [
+    ({"name": "enorm", "every_epochs": 1}, "has no option 'every_epochs'.*counts steps"),
+    ({"name": "pathcond", "calibrate_nb": 40}, "has no option 'calibrate_nb'"),
+    ({"name": "pathcond", "bn": "ignore"}, "bn must be 'reference'"),
+    ({"name": "pathcond", "solve": {"solver": "lbfgs"}}, "solve.solver"),
+    ({"name": "adamw"}, "unknown method 'adamw'"),
+])
+def test_minimal_loop_refuses_options_it_would_ignore(method: dict[str, object],
+                                                      message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_minimal_method(method)
+
+
+def test_every_method_of_the_experiments_passes_the_check() -> None:
+    """The method mappings the configs and catalogues hand to the minimal loop."""
+    from pathcond.experiments import experiment_config
+    from pathcond.experiments.thesis import METHOD_SPECS
+
+    for _, _, minimal in METHOD_SPECS.values():
+        if minimal is not None:
+            check_minimal_method(minimal)
+    info = experiment_config("fig2_bn")
+    for scale in ("smoke", "cpu", "full"):
+        for variant in info.params(scale)["variants"].values():
+            check_minimal_method({k: v for k, v in variant.items() if k != "batchnorm"})
+    check_minimal_method({"name": "weightfix", "value": 2.0, "skeleton": {"value": 1.0}})
+    assert set(MINIMAL_METHOD_OPTIONS) == {"baseline", "pathcond", "enorm", "weightfix",
+                                           "gspace"}
