@@ -72,11 +72,13 @@ def _epochs(units: Mapping[str, Any], pattern: re.Pattern[str], target: float
     out: dict[int, list[_Run]] = {}
     for key in sorted(units):
         m = pattern.fullmatch(key)
-        history = units[key]["result"].get("history") or [] if m else []
+        if m is None:
+            continue
+        history = units[key]["result"].get("history") or []
         if not history:
             continue
         last = max(history, key=lambda r: int(r.get("epoch", 0)))
-        depth = int((m.groupdict().get("depth") if m else None) or 0)
+        depth = int(m.groupdict().get("depth") or 0)
         out.setdefault(depth, []).append((first_epoch_at(history, "train_acc", target),
                                           int(last.get("epoch", 0)),
                                           float(last.get("train_acc") or 0.0)))
