@@ -365,17 +365,33 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
 
 
 def draw_thesis_fixed_value(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
-    """Heat map of the median validation loss (NaN/diverged shown white)."""
+    """Heat map of the median validation loss, each cell labelled with it; diverged cells
+    white, losses above ``10`` (far above chance) in one colour, so that an exploded run
+    does not flatten the scale of the others."""
     plt = pyplot()
-    z = np.array([[np.nan if v is None else v for v in r] for r in summary["median_val_loss"]])
+    z = np.array([[np.nan if v is None else v for v in r] for r in summary["median_val_loss"]],
+                 dtype=float)
+    cap = 10.0
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_over("darkred")
+    cmap.set_bad("white")
     fig, ax = plt.subplots(figsize=(6.5, 5))
-    im = ax.imshow(np.log10(z), origin="lower", aspect="auto", cmap="viridis")
+    finite = z[np.isfinite(z)]
+    low = float(np.log10(finite.min())) if finite.size else 0.0
+    im = ax.imshow(np.log10(z), origin="lower", aspect="auto", cmap=cmap,
+                   vmin=min(low, math.log10(cap) - 1), vmax=math.log10(cap))
+    for (i, j), v in np.ndenumerate(z):
+        text = "diverged" if not np.isfinite(v) else (f"{v:.2g}" if v > cap else f"{v:.3f}")
+        ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                color="black" if not np.isfinite(v) or (v <= cap and np.log10(v) > (
+                    low + math.log10(cap)) / 2) else "white")
     ax.set_xticks(range(len(summary["lrs"])), [f"{x:g}" for x in summary["lrs"]])
     ax.set_yticks(range(len(summary["values"])), [f"{x:g}" for x in summary["values"]])
     ax.set(xlabel="learning rate", ylabel="value b of the fixed weights",
            title=f"fig 4.7: median val loss after {ctx.params['epochs']} epochs "
                  f"({ctx.scale} scale)")
-    fig.colorbar(im, ax=ax, label="log10 validation loss (white: diverged)")
+    fig.colorbar(im, ax=ax, extend="max",
+                 label=f"log10 validation loss (white: diverged; dark red: above {cap:g})")
     return [save(fig, ctx.figure_path(), note=ctx.unfinished)]
 
 
