@@ -372,9 +372,7 @@ def draw_thesis_fixed_value(ctx: RunContext, summary: dict[str, Any]) -> list[Pa
     z = np.array([[np.nan if v is None else v for v in r] for r in summary["median_val_loss"]],
                  dtype=float)
     cap = 10.0
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_over("darkred")
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("viridis").with_extremes(over="darkred", bad="white")
     fig, ax = plt.subplots(figsize=(6.5, 5))
     finite = z[np.isfinite(z)]
     low = float(np.log10(finite.min())) if finite.size else 0.0
