@@ -265,7 +265,7 @@ def train_unit(ctx: RunContext, key: str, config: Mapping[str, Any], data: DataS
         extra["epochs_to_target"] = first_epoch_at(result.history, *stop_at)
     record = ctx.store.put(key, spec, _record(status, result.history, extra))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return record
+    return dict(record)
 
 
 # ------------------------------------------------------------------------- minimal loop
@@ -320,6 +320,7 @@ def calibrate_batchnorm(model: nn.Module, x: torch.Tensor | None, batches: int,
 
 
 _SOLVE_OPTIONS = {"solver": str, "max_sweeps": int, "tol": float, "step_tol": float}
+_KIND_WORDS = {str: "a string", int: "an integer", float: "a number"}
 
 
 def solve_options(method: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,7 +328,9 @@ def solve_options(method: Mapping[str, Any]) -> dict[str, Any]:
     mapping (``solver``, ``max_sweeps``, ``tol``, ``step_tol``; ``tol: null`` disables the
     relative stop), e.g. ``{solver: coordinate, max_sweeps: 10, tol: null, step_tol: 0.01}``
     for the published solver's fixed 10 sweeps (SPEC section 4). Empty: the defaults."""
-    solve = method.get("solve") or {}
+    solve = method.get("solve")
+    if solve is None:
+        solve = {}
     if not isinstance(solve, Mapping):
         raise ConfigError(f"method {method.get('name')!r}: solve must be a mapping of "
                           f"{sorted(_SOLVE_OPTIONS)}, got {solve!r}")
@@ -344,8 +347,8 @@ def solve_options(method: Mapping[str, Any]) -> dict[str, Any]:
             isinstance(value, int | float) and not isinstance(value, bool)
             and (kind is float or float(value).is_integer()))
         if not ok:
-            raise ConfigError(f"method {method.get('name')!r}: solve.{key} must be a "
-                              f"{kind.__name__}, got {value!r}")
+            raise ConfigError(f"method {method.get('name')!r}: solve.{key} must be "
+                              f"{_KIND_WORDS[kind]}, got {value!r}")
         out[key] = kind(value)
     if out.get("solver", "newton") not in typing.get_args(SolverName):
         raise ConfigError(f"method {method.get('name')!r}: solve.solver must be one of "
@@ -383,10 +386,22 @@ def check_minimal_method(method: Mapping[str, Any], *, label: str | None = None)
             if name == "enorm" and "every_epochs" in unknown else ""
         raise ConfigError(f"{where}: method {name!r} has no option {unknown[0]!r}; its "
                           f"options: {', '.join(sorted(allowed - {'name'}))}{hint}")
+    skeleton = method.get("skeleton")
+    if skeleton is not None and (not isinstance(skeleton, Mapping)
+                                 or set(skeleton) - {"value", "roots"}):
+        raise ConfigError(f"{where}: method {name!r}: skeleton must be a mapping of value, "
+                          f"roots, got {skeleton!r}")
+    if name == "weightfix" and method.get("value") is not None and "init" in method \
+            and float(method["value"]) != 1.0:
+        raise ConfigError(f"{where}: method 'weightfix': init has no effect with a value "
+                          "other than 1 (the fixed entries are moved to +-value); drop one")
     if name == "pathcond":
         if method.get("bn") not in (None, "reference"):
             raise ConfigError(f"{where}: method 'pathcond': bn must be 'reference' or "
                               f"absent, got {method['bn']!r}")
+        if method.get("bn") == "reference" and method.get("calibrate_bn"):
+            raise ConfigError(f"{where}: method 'pathcond': calibrate_bn has no effect with "
+                              "bn: reference (the emulation ignores BatchNorm); drop one")
         try:
             solve_options(method)
         except ConfigError as exc:
@@ -397,7 +412,7 @@ def _rescale_info(report: Any) -> dict[str, Any]:
     """What a minimal-loop run records of a :class:`pathcond.RescaleReport`."""
     return {"am_gm_before": report.am_gm_before, "am_gm_after": report.am_gm_after,
             "u_inf": float(report.log_scales.abs().max()), "converged": report.converged,
-            "sweeps": report.sweeps}
+            "sweeps": report.sweeps, "solver": report.solver}
 
 
 def reference_bn_pathcond(model: nn.Module, *, solve: Mapping[str, Any] | None = None
@@ -646,7 +661,7 @@ def minimal_unit(ctx: RunContext, key: str, spec: Mapping[str, Any], *,
         extra["epochs_to_target"] = first_epoch_at(history, *stop_at)
     record = ctx.store.put(key, full_spec, _record(status, history, extra))
     state_path.unlink(missing_ok=True)
-    return record
+    return dict(record)
 
 
 def pathcond_report(model: nn.Module, input_shape: Sequence[int], *,

@@ -2,8 +2,10 @@
 depth, gathered from the published results of Fig 2 and of its BatchNorm investigation.
 
 Speed-up = baseline's mean epochs to the target training accuracy / the method's (same
-depth, data, learning rate and batch; the baseline from the Fig 2 run). A method that
-never reaches the target gives only a bound: below ``baseline epochs / epochs run``.
+depth, data, width, learning rate and batch, checked on the units' specifications; the
+baseline from the Fig 2 run, at one learning rate). A method that never reaches the
+target gives only a bound: below ``baseline epochs / epochs run``. A depth where a
+baseline seed misses the target is left out.
 Sources (``results/``, each optional): ``fig2_full-<tag>.json`` (baseline, PathCond, ENorm,
 the lr-factor control: units ``depth=D/lr=../LABEL/seed=S``), ``fig2_bn_full-<tag>30.json``
 (3 hidden layers) and ``fig2_bn_full-emulation[10]-dD.json`` (the BatchNorm-ignoring
@@ -94,9 +96,22 @@ def _point(method: str, depth: int, runs: Sequence[_Run], baseline: float) -> De
                       statistics.fmean(a for _, _, a in runs))
 
 
-def depth_trend(results: str | Path, *, tag: str = "mnist", target: float = 0.99
-                ) -> list[DepthPoint]:
-    """Every method's speed-up over the baseline at every depth found in ``results``."""
+def _setting(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(data, width, lr, batch) of a Fig 2 trainer unit or a fig2_bn minimal-loop unit."""
+    if "config" in spec:
+        c = spec["config"]
+        return (c["data"].get("name"), c["model"]["args"].get("width"), c["optimizer"]["lr"],
+                c["training"]["batch_size"])
+    return (spec["data"].get("name"), spec.get("width"), spec["optimizer"]["lr"],
+            spec["batch_size"])
+
+
+def depth_trend(results: str | Path, *, tag: str = "mnist", lr: float = 0.001,
+                target: float = 0.99) -> list[DepthPoint]:
+    """Every method's speed-up over the baseline at every depth found in ``results``.
+
+    Raises :class:`~pathcond.errors.PathcondError` when there is no Fig 2 run, or when an
+    emulation file holds runs of another setting than the Fig 2 baseline's."""
     results = Path(results)
     fig2 = read_units(results / f"fig2_full-{tag}.json")
     if not fig2:
@@ -105,8 +120,12 @@ def depth_trend(results: str | Path, *, tag: str = "mnist", target: float = 0.99
                             f"{tag} --publish` first")
 
     def fig2_runs(label: str) -> dict[int, list[_Run]]:
-        pat = re.compile(rf"depth=(?P<depth>\d+)/lr=[^/]+/{re.escape(label)}/seed=\d+")
+        pat = re.compile(rf"depth=(?P<depth>\d+)/{re.escape(f'lr={lr:g}')}/"
+                         rf"{re.escape(label)}/seed=\d+")
         return _epochs(fig2, pat, target)
+
+    settings = {_setting(u["spec"]) for k, u in fig2.items()
+                if re.fullmatch(rf"depth=\d+/{re.escape(f'lr={lr:g}')}/baseline/seed=\d+", k)}
 
     base = {d: statistics.fmean(e for e, _, _ in runs if e is not None)
             for d, runs in fig2_runs("baseline").items()
@@ -122,7 +141,16 @@ def depth_trend(results: str | Path, *, tag: str = "mnist", target: float = 0.99
             suffix = "10" if label.endswith("10sweeps") else ""
             name = (f"fig2_bn_full-{tag}30.json" if depth == 3
                     else f"fig2_bn_full-emulation{suffix}-d{depth}.json")
-            found = _epochs(read_units(results / name) or {}, pat, target).get(0)
+            units = read_units(results / name) or {}
+            for key, unit in units.items():
+                spec = unit["spec"]
+                if pat.fullmatch(key) and (_setting(spec) not in settings
+                                           or spec.get("depth") != depth):
+                    raise PathcondError(f"{results / name}: {key} was run with (data, width, "
+                                        f"lr, batch) {_setting(spec)} at depth "
+                                        f"{spec.get('depth')}, not the Fig 2 run's "
+                                        f"{sorted(settings, key=str)} at depth {depth}")
+            found = _epochs(units, pat, target).get(0)
             if found:
                 points.append(_point(label, depth, found, base[depth]))
     return points

@@ -334,10 +334,12 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
         return {"name": "weightfix", "value": b}  # moved to +-b by a rescaling
 
     grid: list[list[float | None]] = []
+    counts: list[list[int]] = []
     diverged = 0
     ctx.units_total = len(values) * len(lrs) * len(seeds)
     for b in values:
         row: list[float | None] = []
+        counts.append([])
         for lr in lrs:
             finals = []
             for seed in seeds:
@@ -357,17 +359,19 @@ def run_thesis_fixed_value(ctx: RunContext) -> dict[str, Any]:
                 diverged += rec["status"] == "diverged"
                 finals.append(math.inf if v is None else float(v))
             row.append(float(np.median(finals)) if finals else None)
+            counts[-1].append(len(finals))
         grid.append(row)
     return {"values": values, "lrs": lrs, "median_val_loss": [[None if v is None or
                                                               not math.isfinite(v) else v
                                                               for v in r] for r in grid],
-            "diverged_runs": diverged, "widths": widths, "data": data.describe()}
+            "runs_per_cell": counts, "diverged_runs": diverged, "widths": widths,
+            "data": data.describe()}
 
 
 def draw_thesis_fixed_value(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     """Heat map of the median validation loss, each cell labelled with it; diverged cells
-    white, losses above ``10`` (far above chance) in one colour, so that an exploded run
-    does not flatten the scale of the others."""
+    white ("-" where no run has finished yet), losses above ``10`` (far above chance) in
+    one colour, so that an exploded run does not flatten the scale of the others."""
     plt = pyplot()
     z = np.array([[np.nan if v is None else v for v in r] for r in summary["median_val_loss"]],
                  dtype=float)
@@ -376,13 +380,19 @@ def draw_thesis_fixed_value(ctx: RunContext, summary: dict[str, Any]) -> list[Pa
     fig, ax = plt.subplots(figsize=(6.5, 5))
     finite = z[np.isfinite(z)]
     low = float(np.log10(finite.min())) if finite.size else 0.0
-    im = ax.imshow(np.log10(z), origin="lower", aspect="auto", cmap=cmap,
-                   vmin=min(low, math.log10(cap) - 1), vmax=math.log10(cap))
+    vmin, vmax = min(low, math.log10(cap) - 1), math.log10(cap)
+    im = ax.imshow(np.log10(z), origin="lower", aspect="auto", cmap=cmap, vmin=vmin,
+                   vmax=vmax)
+    counts = summary.get("runs_per_cell")
     for (i, j), v in np.ndenumerate(z):
-        text = "diverged" if not np.isfinite(v) else (f"{v:.2g}" if v > cap else f"{v:.3f}")
+        if np.isfinite(v):
+            text = f"{v:.2g}" if v > cap else f"{v:.3f}"
+            light = v <= cap and np.log10(v) > (vmin + vmax) / 2  # light colours: black text
+        else:
+            text = "-" if counts is not None and not counts[i][j] else "diverged"
+            light = True
         ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                color="black" if not np.isfinite(v) or (v <= cap and np.log10(v) > (
-                    low + math.log10(cap)) / 2) else "white")
+                color="black" if light else "white")
     ax.set_xticks(range(len(summary["lrs"])), [f"{x:g}" for x in summary["lrs"]])
     ax.set_yticks(range(len(summary["values"])), [f"{x:g}" for x in summary["values"]])
     ax.set(xlabel="learning rate", ylabel="value b of the fixed weights",

@@ -119,20 +119,34 @@ def test_enorm_paper_setting_is_a_no_op_on_mlp_bn(smoke: dict[str, Any]) -> None
     assert [r["train_loss"] for r in base] == [r["train_loss"] for r in enorm]
 
 
+def test_fig_4_7_counts_the_runs_of_every_cell(smoke: dict[str, Any]) -> None:
+    """The heat map tells a cell whose runs diverged from one with no finished run."""
+    summary = smoke["results"]["thesis_fixed_value"].summary
+    seeds = len(summary["params"]["seeds"])
+    assert summary["runs_per_cell"] == [[seeds] * len(summary["lrs"])] * len(summary["values"])
+
+
 def test_fig2_bn_published_sweeps_variant_is_capped(smoke: dict[str, Any]) -> None:
-    """The ``solve`` options reach the rescaling: the 10-sweep emulation reports at most 10
-    coordinate sweeps and is not function-preserving; the default one converges."""
+    """The ``solve`` options reach the rescaling, in the emulation and in the library's
+    PathCond: both 10-sweep variants ran the coordinate solver, the emulation stopped at its
+    10th sweep unconverged; the default variants ran the Newton solver to convergence."""
     table = smoke["results"]["fig2_bn"].summary["table"]
     capped = table["pathcond_reference_10sweeps"]["method_info"]
-    full = table["pathcond_reference"]["method_info"]
-    assert capped and all(i["sweeps"] <= 10 and not i["function_preserving"] for i in capped)
-    assert all(i["converged"] for i in full)
+    assert capped and all(i["sweeps"] == 10 and not i["converged"]
+                          and i["solver"] == "coordinate" and not i["function_preserving"]
+                          for i in capped)
+    library = table["pathcond_10sweeps"]["method_info"]
+    assert library and all(i["sweeps"] <= 10 and i["solver"] == "coordinate" for i in library)
+    for label in ("pathcond_reference", "pathcond"):
+        infos = table[label]["method_info"]
+        assert infos and all(i["converged"] and i["solver"] == "newton" for i in infos)
 
 
 def test_fig2_bn_stop_at_ends_runs_at_the_target(tmp_path: Path) -> None:
     """``stop_at``: a run ends at the first epoch whose training accuracy reaches it."""
     res = run_experiment("fig2_bn", scale="smoke", out_dir=tmp_path / "f", progress=False,
-                         overrides={"epochs": 3, "stop_at": 0.01}, only=[["baseline"]])
+                         overrides={"epochs": 3, "stop_at": 0.01, "targets": [0.01]},
+                         only=[["baseline"]])
     units = read_units(tmp_path / "f" / "units.json") or {}
     (rec,) = [u["result"] for k, u in units.items() if k.startswith("baseline/")]
     assert [r["epoch"] for r in rec["history"]] == [0, 1] and rec["epochs_to_target"] == 1
@@ -140,6 +154,10 @@ def test_fig2_bn_stop_at_ends_runs_at_the_target(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="stop_at must be a training accuracy"):
         run_experiment("fig2_bn", scale="smoke", out_dir=tmp_path / "g", progress=False,
                        overrides={"stop_at": 1.5})
+    with pytest.raises(ConfigError, match="below the target 0.9"):
+        run_experiment("fig2_bn", scale="smoke", out_dir=tmp_path / "g", progress=False,
+                       overrides={"stop_at": 0.5})
+    assert not (tmp_path / "g").exists()
 
 
 def test_pathcond_lr_factor_is_the_weight_shrinkage_squared() -> None:

@@ -26,11 +26,13 @@ def test_solve_options_are_rescale_keywords() -> None:
 @pytest.mark.parametrize(("solve", "message"), [
     ({"sweeps": 3}, "unknown solve option 'sweeps'"),
     ({"solver": "lbfgs"}, "solve.solver must be one of"),
-    ({"max_sweeps": 2.5}, "solve.max_sweeps must be a int"),
+    ({"max_sweeps": 2.5}, "solve.max_sweeps must be an integer"),
     ({"max_sweeps": 0}, "max_sweeps >= 1"),
     ({"tol": -1.0}, "finite tol"),
-    ({"step_tol": "small"}, "solve.step_tol must be a float"),
+    ({"step_tol": "small"}, "solve.step_tol must be a number"),
     ("coordinate", "solve must be a mapping"),
+    ([], "solve must be a mapping"),
+    (False, "solve must be a mapping"),
 ])
 def test_bad_solve_options_are_config_errors(solve: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -80,6 +82,9 @@ def test_reference_emulation_solves_the_net_without_batchnorm() -> None:
     ({"name": "pathcond", "bn": "ignore"}, "bn must be 'reference'"),
     ({"name": "pathcond", "solve": {"solver": "lbfgs"}}, "solve.solver"),
     ({"name": "adamw"}, "unknown method 'adamw'"),
+    ({"name": "pathcond", "bn": "reference", "calibrate_bn": 40}, "calibrate_bn has no effect"),
+    ({"name": "weightfix", "value": 2.0, "init": "keep"}, "init has no effect"),
+    ({"name": "baseline", "skeleton": {"valu": 2.0}}, "skeleton must be a mapping of value"),
 ])
 def test_minimal_loop_refuses_options_it_would_ignore(method: dict[str, object],
                                                       message: str) -> None:
@@ -99,6 +104,14 @@ def test_every_method_of_the_experiments_passes_the_check() -> None:
     for scale in ("smoke", "cpu", "full"):
         for variant in info.params(scale)["variants"].values():
             check_minimal_method({k: v for k, v in variant.items() if k != "batchnorm"})
+    from pathcond.experiments.fig3_cifar_nv import _methods
+
+    for name in ("fig3", "app_l"):
+        for scale in ("smoke", "cpu"):  # the narrow model: the minimal loop
+            params = experiment_config(name).params(scale)
+            assert params["model"] == "narrow"
+            for _, method in _methods(params):
+                check_minimal_method(method)
     check_minimal_method({"name": "weightfix", "value": 2.0, "skeleton": {"value": 1.0}})
     assert set(MINIMAL_METHOD_OPTIONS) == {"baseline", "pathcond", "enorm", "weightfix",
                                            "gspace"}
