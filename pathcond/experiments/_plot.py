@@ -28,6 +28,7 @@ COLORS = {
     "gsgd_ones_all": "darkviolet", "sgd_ones_all": "teal", "gadam_ones": "dimgray",
     "pathcond_adam": "salmon", "sgd_lr_matched": "tab:orange",
     "sgd_lr_output": "darkgreen", "sgd_lr_tensors": "goldenrod",
+    "pathcond_reference": "tab:purple", "pathcond_reference_10sweeps": "tab:brown",
 }
 
 

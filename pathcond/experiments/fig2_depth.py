@@ -40,8 +40,6 @@ FIG2_METHODS = (("pathcond", "PathCond (function-preserving)"),
                 ("enorm_epoch", "ENorm, BatchNorm included, every epoch"))
 EMULATIONS = (("pathcond_reference", "emulation ignoring BatchNorm, converged"),
               ("pathcond_reference_10sweeps", "emulation ignoring BatchNorm, 10 sweeps"))
-_COLORS = {**COLORS, "pathcond_reference": "tab:purple",
-           "pathcond_reference_10sweeps": "tab:brown"}
 
 
 @dataclass(frozen=True)
@@ -170,11 +168,11 @@ def draw_depth_trend(points: Sequence[DepthPoint], path: str | Path, *,
         mine = [p for p in every if not p.diverged]
         gone = [p.depth for p in every if p.diverged]
         if gone:
-            ax.plot(gone, [floor] * len(gone), "x", color=_COLORS.get(label), ms=9,
+            ax.plot(gone, [floor] * len(gone), "x", color=COLORS.get(label), ms=9,
                     clip_on=False)
         if not mine:
             continue
-        color = _COLORS.get(label)
+        color = COLORS.get(label)
         style = "--" if label.startswith("pathcond_reference") else "-"
         ax.plot([p.depth for p in mine], [p.speedup for p in mine], style, color=color,
                 alpha=0.8, label=name)
