@@ -358,11 +358,8 @@ def draw_fig2_bn(ctx: RunContext, summary: dict[str, Any]) -> list[Path]:
     """Training accuracy and loss of every variant."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
-    colors = {"baseline": "tab:blue", "pathcond": "tab:red", "pathcond_calibrated": "tab:orange",
-              "pathcond_10sweeps": "salmon",
-              "pathcond_reference": "tab:purple", "pathcond_reference_10sweeps": "tab:brown",
-              "enorm_bn": "tab:olive", "enorm": "tab:green", "plain_baseline": "tab:cyan",
-              "plain_pathcond": "tab:pink"}
+    colors = {**COLORS, "pathcond_calibrated": "tab:orange", "pathcond_10sweeps": "salmon",
+              "plain_baseline": "tab:cyan", "plain_pathcond": "tab:pink"}
     for label in ctx.params["variants"]:
         for s in ctx.params["seeds"]:
             k = run_key(label, f"seed={s}")
