@@ -20,7 +20,9 @@
 # `pathcond run NAME --scale full --no-train --publish`.
 # Not planned on CPU: fig3 / app_l (GPU-sized convolutions), app_k beyond Fig 2's lr.
 #
-# Usage: bash scripts/full_cpu.sh            (logs in runs/experiments/full_cpu-*.log)
+# Usage: bash scripts/full_cpu.sh [a|b]      (both lanes by default; one lane restarts only
+#        it; logs in runs/experiments/full_cpu-*.log). thesis_cifar's substitute needs
+#        Fashion-MNIST: `apt-get install dataset-fashion-mnist` (or PATHCOND_FASHION_MNIST_DIR).
 # Before the machine goes away: stop it, run `bash scripts/keep_partial.sh` and commit
 # results/partial/: the next machine's run picks the finished units up from there (runs/ is
 # not in the repository, so unfinished training runs restart from their first epoch).
@@ -51,9 +53,11 @@ lane_b() {
   run thesis_cifar --set data.name=fashion_mnist --tag fashion --only seed=0   # a first
                                              # full-protocol look at the thesis CIFAR net
   run fig5 --only k=2 --only seed=0          # the gain at k = 2, one seed
+  run fig5 --only k=2                        # k = 2 at every seed before k = 1 starts
   run fig5
   run thesis_cifar --set data.name=fashion_mnist --tag fashion
 }
-lane_a > runs/experiments/full_cpu-a.log 2>&1 &
-lane_b > runs/experiments/full_cpu-b.log 2>&1 &
+lanes="${1:-a b}"
+case "$lanes" in a|b|"a b") ;; *) echo "usage: bash scripts/full_cpu.sh [a|b]" >&2; exit 2 ;; esac
+for lane in $lanes; do "lane_$lane" > "runs/experiments/full_cpu-$lane.log" 2>&1 & done
 wait
