@@ -95,8 +95,8 @@ def _build_model(name: str, args: list[str] | None) -> tuple[Any, tuple[int, ...
     from .models import get_model, model_input_shape
 
     kwargs = _parse_kwargs(args)
-    model = get_model(name, **kwargs)
-    return model, model_input_shape(name, **kwargs)
+    shape = model_input_shape(name, **kwargs)  # checked before anything is built
+    return get_model(name, **kwargs), shape
 
 
 def _console() -> Any:
@@ -540,8 +540,9 @@ def stats(
 
     torch.manual_seed(seed)
     net, shape = _build_model(model, arg)
+    lines = model_stats(net, shape).lines()  # an unsupported model fails before any output
     typer.echo(f"{model} (input {tuple(shape)})")
-    for line in model_stats(net, shape).lines():
+    for line in lines:
         typer.echo(line)
 
 

@@ -10,6 +10,7 @@ import torch
 from pathcond.data.splits import (
     GENERATE_STREAM,
     DataSplits,
+    check_noise,
     make_rng,
     train_val_split,
 )
@@ -45,8 +46,7 @@ def load_moons(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError(f"moons: n must be an integer >= 2, got {n!r}")
-    if not float(noise) >= 0.0:
-        raise ConfigError(f"moons: noise must be >= 0, got {noise!r}")
+    noise = check_noise("moons", noise)
     state = int(make_rng(seed, GENERATE_STREAM).integers(2**31 - 1))
     x, y = _sklearn_datasets().make_moons(n_samples=n, noise=float(noise), random_state=state)
     xt = torch.from_numpy(np.asarray(x, dtype=np.float32))

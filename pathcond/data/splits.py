@@ -8,6 +8,7 @@ the same seed never share random numbers, and results do not depend on torch's g
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,9 +101,25 @@ class DataSplits:
 
 def check_val_fraction(val_fraction: float) -> float:
     """Return ``val_fraction`` as a float after checking it lies in ``[0, 1)``."""
-    value = float(val_fraction)
-    if not 0.0 <= value < 1.0:
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError):
+        raise ConfigError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}"
+                          ) from None
+    if isinstance(val_fraction, bool) or not 0.0 <= value < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return value
+
+
+def check_noise(owner: str, noise: object) -> float:
+    """``noise`` (a standard deviation) as a float, or :class:`ConfigError` unless it is a
+    finite number >= 0."""
+    try:
+        value = float(noise)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(noise, bool) or not (value >= 0.0 and math.isfinite(value)):
+        raise ConfigError(f"{owner}: noise must be >= 0 and finite, got {noise!r}")
     return value
 
 

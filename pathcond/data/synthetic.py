@@ -6,6 +6,7 @@ batches), so that the readers can be tested without the real data.
 from __future__ import annotations
 
 import math
+import numbers
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,13 @@ from pathcond._files import atomic_write_bytes
 from pathcond.data.cifar10 import TEST_BATCH, TRAIN_BATCHES
 from pathcond.data.idx import write_idx
 from pathcond.data.idx_dir import IDX_FILE_NAMES
-from pathcond.data.splits import GENERATE_STREAM, DataSplits, make_rng, train_val_split
+from pathcond.data.splits import (
+    GENERATE_STREAM,
+    DataSplits,
+    check_noise,
+    make_rng,
+    train_val_split,
+)
 from pathcond.errors import ConfigError, DatasetNotFoundError
 
 
@@ -43,13 +50,21 @@ def synthetic_classification(
     Returns:
         Inputs float32 ``(N, *input_shape)``, labels int64, no test set, name ``"synthetic"``.
     """
-    shape = tuple(int(s) for s in input_shape)
-    if not shape or any(s <= 0 for s in shape):
-        raise ConfigError(f"synthetic: input_shape must be positive sizes, got {input_shape!r}")
+    try:
+        sizes = list(input_shape)
+    except TypeError:
+        sizes = []
+    if (isinstance(input_shape, str | bytes) or not sizes
+            or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0
+                       for s in sizes)):
+        raise ConfigError(f"synthetic: input_shape must be a list of positive integers, e.g. "
+                          f"[1, 8, 8]; got {input_shape!r}")
+    shape = tuple(int(s) for s in sizes)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ConfigError(f"synthetic: num_classes must be an integer >= 2, got {num_classes!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < num_classes:
         raise ConfigError(f"synthetic: n must be an integer >= num_classes, got {n!r}")
+    noise = check_noise("synthetic", noise)
     rng = make_rng(seed, GENERATE_STREAM)
     dim = math.prod(shape)
     means = rng.standard_normal((num_classes, dim))

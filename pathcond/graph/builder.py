@@ -630,7 +630,36 @@ def _build(model: nn.Module, input_shape: Sequence[int]) -> tuple[_Builder | Non
         if has_params and name not in builder.module_calls and not inside_called:
             builder.problems.append(f"module '{name}' ({type(module).__name__}) has parameters "
                                     "but is never called by forward")
+    builder.problems.extend(_tied_parameter_problems(model))
+    for draft in builder.layers:
+        weight = getattr(draft.module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.numel() == 0:
+            builder.problems.append(
+                f"module '{draft.name}' ({type(draft.module).__name__}) has a weight of shape "
+                f"{tuple(weight.shape)} without entries: give every layer at least one input "
+                "and one output unit")
+    if not builder.problems and not builder.layers:
+        builder.problems.append(
+            f"{type(model).__name__} calls no nn.Linear or nn.Conv layer: it has no "
+            "parameterised layer, hence no path-lifting to compute")
     return builder, builder.problems
+
+
+def _tied_parameter_problems(model: nn.Module) -> list[str]:
+    """One reason per tensor held by two different modules (tied weights, e.g.
+    ``b.weight = a.weight``): each use would need its own rescaling factor. A module merely
+    registered under two names is one module and is not reported."""
+    owners: dict[int, list[str]] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        for pname, p in module.named_parameters(recurse=False):
+            if (id(module), id(p)) in seen:
+                continue
+            seen.add((id(module), id(p)))
+            owners.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
+    return [f"parameters {', '.join(repr(n) for n in names)} are the same tensor: shared "
+            "(tied) parameters are not supported; give each layer its own parameters"
+            for names in owners.values() if len(names) > 1]
 
 
 def resolve_graph(model: nn.Module, input_shape: Sequence[int] | None,

@@ -45,8 +45,17 @@ def fold_layer(model: nn.Module, layer: Layer, *, dtype: torch.dtype
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layer in eval-mode affine form (SPEC section 2): with a BatchNorm,
     ``W' = (gamma / sigma) W`` and ``b' = beta + gamma (b - mu) / sigma``."""
-    module = model.get_submodule(layer.name)
-    weight = _checked(layer.weight_name, _tensor(module, "weight")).to(dtype)
+    try:
+        module = model.get_submodule(layer.name)
+    except AttributeError:
+        raise ValueError(f"model has no module '{layer.name}': was the graph built from "
+                         "another model?") from None
+    raw = _tensor(module, "weight")
+    if tuple(raw.shape) != tuple(layer.weight_shape):
+        raise ValueError(f"'{layer.weight_name}' has shape {tuple(raw.shape)}, the graph's "
+                         f"layer {tuple(layer.weight_shape)}: was the graph built from another "
+                         "model?")
+    weight = _checked(layer.weight_name, raw).to(dtype)
     bias = getattr(module, "bias", None)
     bias = None if bias is None else _checked(str(layer.bias_name), bias.detach()).to(dtype)
     if layer.batchnorm is None:
@@ -56,6 +65,11 @@ def fold_layer(model: nn.Module, layer: Layer, *, dtype: torch.dtype
     assert bn.running_mean is not None and bn.running_var is not None
     mean = _checked(f"{layer.batchnorm}.running_mean", bn.running_mean).to(dtype)
     var = _checked(f"{layer.batchnorm}.running_var", bn.running_var).to(dtype)
+    if not bool((var + bn.eps > 0).all()):
+        raise NonFiniteParameterError(
+            f"'{layer.batchnorm}.running_var' + eps is not positive for "
+            f"{int((var + bn.eps <= 0).sum())} channel(s): the eval-mode BatchNorm divides "
+            "by its square root (reset the running statistics or give eps > 0)")
     sigma = torch.sqrt(var + bn.eps)
     if bn.affine:
         gamma = _checked(f"{layer.batchnorm}.weight", bn.weight.detach()).to(dtype)

@@ -20,6 +20,28 @@ def _activation(name: str, negative_slope: float) -> nn.Module:
     raise ConfigError(f"activation must be one of {', '.join(_ACTIVATIONS)}; got {name!r}")
 
 
+def _integer_widths(widths: Sequence[int]) -> list[int]:
+    """``widths`` as a list of ints; :class:`ConfigError` for anything but a sequence of
+    integers (``int(3.5)`` would silently build a layer of 3 units)."""
+    try:
+        values = list(widths)
+    except TypeError:
+        values = None
+    if values is None or isinstance(widths, str | bytes):
+        raise ConfigError(f"MLP widths must be a list of integers, e.g. [784, 64, 10]; "
+                          f"got {widths!r}")
+    out = []
+    for w in values:
+        try:
+            ok = not isinstance(w, bool) and int(w) == w
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"MLP widths must be integers; got {w!r} in {values!r}")
+        out.append(int(w))
+    return out
+
+
 class MLP(nn.Module):
     """Layered fully connected network ``widths[0] -> ... -> widths[-1]`` (SPEC section 6).
 
@@ -48,7 +70,7 @@ class MLP(nn.Module):
         flatten_input: bool = True,
     ) -> None:
         super().__init__()
-        widths = [int(w) for w in widths]
+        widths = _integer_widths(widths)
         if len(widths) < 2:
             raise ConfigError(f"MLP widths need at least an input and an output; got {widths}")
         if any(w < 1 for w in widths):

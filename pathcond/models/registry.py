@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
+import types
+import typing
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,7 +105,60 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         inspect.signature(spec.builder).bind(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: bad arguments {sorted(kwargs)}: {exc}") from None
-    return spec.builder(**kwargs)
+    _check_scalar_arguments(name, spec.builder, kwargs)
+    try:
+        with warnings.catch_warnings():  # a zero-unit layer is reported by name when traced
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            return spec.builder(**kwargs)
+    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. widths=5, a negative size
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model {name!r}: cannot build it with {kwargs}: {text}") from exc
+
+
+def _scalar_type(annotation: Any) -> tuple[type, bool] | None:
+    """``(bool | int | float | str, whether None is allowed)`` for an annotation naming
+    one of those types (optionally ``| None``); ``None`` for any other annotation."""
+    scalars = (bool, int, float, str)
+    if annotation in scalars:
+        return annotation, False
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = typing.get_args(annotation)
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and rest[0] in scalars:
+            return rest[0], len(rest) < len(args)
+    return None
+
+
+def _check_scalar_arguments(name: str, builder: Callable[..., nn.Module],
+                            kwargs: Mapping[str, Any]) -> None:
+    """Refuse a value of the wrong type for a ``bool``/``int``/``float``/``str``
+    parameter, e.g. ``bias: "flase"`` (truthy: a bias would be built) or
+    ``num_classes: 1.5`` (a traceback from torch)."""
+    try:
+        params = inspect.signature(builder, eval_str=True).parameters
+    except (NameError, TypeError, ValueError):  # pragma: no cover - unresolvable annotations
+        return
+    for key, value in kwargs.items():
+        param = params.get(key)
+        found = None if param is None else _scalar_type(param.annotation)
+        if found is None:
+            continue
+        kind, optional = found
+        if value is None and optional:
+            continue
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            what = {bool: "true or false", int: "an integer", float: "a number",
+                    str: "a string"}[kind]
+            raise ConfigError(f"model {name!r}: argument {key!r} must be {what}"
+                              f"{' or null' if optional else ''}, got {value!r}")
 
 
 def model_input_shape(name: str, **kwargs: Any) -> tuple[int, ...]:
@@ -111,4 +168,14 @@ def model_input_shape(name: str, **kwargs: Any) -> tuple[int, ...]:
     ``tiny_resnet``, ``(3072,)`` for ``mlp_bn``, ``(784,)`` for ``mnist_autoencoder``,
     ``(1,)`` for ``one_neuron``.
     """
-    return _spec(name).input_shape(kwargs)
+    spec = _spec(name)
+    try:
+        shape = spec.input_shape(kwargs)
+    except (TypeError, ValueError, IndexError, KeyError) as exc:  # e.g. widths=4
+        get_model(name, **kwargs)  # the constructor's own message, when it refuses them
+        raise ConfigError(f"model {name!r}: cannot tell the input shape from the arguments "
+                          f"{dict(kwargs)}: {exc}") from None
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ConfigError(f"model {name!r}: arguments {dict(kwargs)} give the input shape "
+                          f"{shape}; every size must be a positive integer")
+    return shape

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import NonFiniteParameterError, UnsupportedModelError
 from ..graph import RescalingGraph, resolve_graph
 from ._structure import Slot, Structure, kernel_center_order
 
@@ -147,6 +147,11 @@ def choose_fixed(structure: Structure, strategy: Strategy) -> FixedChoice:
     log-scales, processing groups by increasing distance to the output."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    for slot in structure.slots:  # else the rescaling to +-1 fails on NaN log-scales
+        if not bool(torch.isfinite(slot.param.detach()).all()):
+            raise NonFiniteParameterError(
+                f"'{slot.name}' holds NaN or infinite values: no skeleton weight can be "
+                "chosen on a diverged model (reload a checkpoint or re-initialise)")
     h = structure.num_groups
     dev = structure.device
     dist = structure.distance

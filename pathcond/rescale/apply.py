@@ -140,7 +140,8 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer,
     cannot transport (call it before changing the parameters)."""
     if getattr(optimizer, "rescaling_invariant_state", False):
         return
-    for p in parameters:
+    touched = {id(p): p for p in parameters}
+    for p in touched.values():
         for key, _ in _state_tensors(optimizer, p):
             if key not in _STATE_POWERS:
                 raise UnsupportedOptimizerError(
@@ -148,6 +149,19 @@ def check_optimizer_state(optimizer: torch.optim.Optimizer,
                     "know how to rescale: rescale before creating the optimizer, or create "
                     "a new one after rescaling (supported state: "
                     f"{', '.join(sorted(_STATE_POWERS))})")
+    held = [p for g in optimizer.param_groups for p in g["params"]]
+    if not any(id(p) in touched for p in held):
+        return
+    for p in held:  # state spanning several parameters (L-BFGS keeps its flat history under
+        if id(p) in touched:  # its first parameter, whichever that is) covers rescaled ones
+            continue
+        for key, value in _state_tensors(optimizer, p):
+            if value.shape != p.shape:
+                raise UnsupportedOptimizerError(
+                    f"{type(optimizer).__name__} keeps state '{key}' of shape "
+                    f"{tuple(value.shape)} (not per entry of its parameter) over parameters "
+                    "the rescaling changes: pathcond cannot transport it; rescale before "
+                    "creating the optimizer, or create a new one after rescaling")
 
 
 def transport_optimizer_state(optimizer: torch.optim.Optimizer,

@@ -149,9 +149,12 @@ def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     """The PathCond criterion ``F(u) = G log sum_i q_i + 2 sum_i (B u)_i`` at ``u``
     (``log_scales``, default 0) and its gradient, for diagnostics and tests."""
     g = resolve_graph(model, input_shape, graph)
+    if log_scales is not None and log_scales.numel() != g.num_groups:
+        raise ValueError(f"log_scales has {log_scales.numel()} entries; the graph has "
+                         f"{g.num_groups} rescaling groups")
     problem = build_problem(model, g, dtype=dtype)
     u = torch.zeros(g.num_groups, dtype=dtype, device=problem.device) if log_scales is None \
-        else log_scales.to(dtype=dtype, device=problem.device)
+        else log_scales.reshape(-1).to(dtype=dtype, device=problem.device)
     value, grad = problem.criterion(u)
     return CriterionValue(float(value), grad, problem.normalised(value), problem.am_gm(u))
 

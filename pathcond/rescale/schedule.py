@@ -8,6 +8,7 @@ training continues from a rescaling-equivalent point with equivalent momentum/mo
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,23 @@ class ScheduleEvent:
     epoch: int
     reason: str
     report: RescaleReport
+
+
+#: Arguments of :func:`pathcond.rescale` the schedule passes itself.
+_OWN_OPTIONS = ("model", "input_shape", "graph", "optimizer")
+
+
+def _check_rescale_options(options: dict[str, Any]) -> None:
+    """Refuse, at construction rather than at the first rescaling (maybe deep into
+    training), an option :func:`pathcond.rescale` does not take or that the schedule sets."""
+    known = [n for n in inspect.signature(rescale).parameters if n not in _OWN_OPTIONS]
+    for key in options:
+        if key in _OWN_OPTIONS:
+            raise ValueError(f"rescale_options: {key!r} is set by PathCondSchedule itself; "
+                             "pass it to PathCondSchedule directly")
+        if key not in known:
+            raise ValueError(f"rescale_options: pathcond.rescale has no option {key!r} "
+                             f"(options: {', '.join(known)})")
 
 
 class PathCondSchedule:
@@ -58,6 +76,7 @@ class PathCondSchedule:
                              f"got {am_gm_threshold}")
         if int(check_every) != check_every or check_every < 1:
             raise ValueError(f"check_every must be a positive integer, got {check_every}")
+        _check_rescale_options(rescale_options or {})
         self.model = model
         self.graph = resolve_graph(model, input_shape, graph)
         self.optimizer = optimizer

@@ -180,6 +180,40 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, tiny_yaml: Path, args: list[s
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["stats", "mlp", "--arg", "widths=4"], ["MLP widths must be a list of integers"]),
+    (["stats", "mlp", "--arg", "widths=[a, b]"], ["MLP widths must be integers"]),
+    (["stats", "mlp", "--arg", "widths=[4, 3.5, 2]"], ["MLP widths must be integers"]),
+    (["stats", "mlp", "--arg", "widths=[4, 3, 2]", "--arg", "bias=maybe"],
+     ["'bias' must be true or false"]),
+    (["stats", "tiny_resnet", "--arg", "num_classes=1.5"], ["'num_classes' must be an integer"]),
+    (["stats", "tiny_resnet", "--arg", "widths=5"], ["tiny_resnet", "cannot build it"]),
+    (["stats", "tiny_resnet", "--arg", "num_classes=0"], ["'fc'", "without entries"]),
+    (["stats", "cifar_nv", "--arg", "in_channels=0"], ["input shape (0, 32, 32)"]),
+    (["diagnose", "mlp_bn", "--arg", "depth=x"], ["'depth' must be an integer"]),
+    (["train", "{yaml}", "--set", "data.options.noise=abc"], ["noise must be >= 0"]),
+    (["train", "{yaml}", "--set", "data.options.input_shape=10"], ["input_shape must be a list"]),
+    (["train", "{yaml}", "--set", "model.args.bias=flase"], ["'bias' must be true or false"]),
+])
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_bad_model_and_data_values_one_line_exit_2(tmp_path: Path, tiny_yaml: Path,
+                                                   args: list[str],
+                                                   fragments: list[str]) -> None:
+    """Values of the wrong type for zoo-model arguments and dataset options ended in a
+    traceback (TypeError / ValueError / RuntimeError), or were accepted: ``widths=[4, 3.5,
+    2]`` built 3 units, ``bias=maybe`` built biases."""
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    argv = [a.format(yaml=tiny_yaml) for a in args]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        code, out, err = run(*argv)
+    finally:
+        os.chdir(cwd)
+    assert_one_line_error(code, out, err, *fragments)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
 def test_real_entry_point_no_traceback(tmp_path: Path) -> None:
     """The installed console script: one line, exit 2, no traceback."""
     bad = tmp_path / "bad.yaml"

@@ -164,3 +164,30 @@ def test_uint8_split_matches_tensor_split() -> None:
     tx, ty, vx, vy = train_val_split(x, torch.from_numpy(labels), 0.3, seed=9)
     assert torch.equal(ds.train_x, tx) and torch.equal(ds.val_x, vx)
     assert torch.equal(ds.train_y, ty) and torch.equal(ds.val_y, vy) and ds.test_x is None
+
+
+@pytest.mark.parametrize(("name", "options", "match"), [
+    ("synthetic", {"noise": "a"}, "synthetic: noise must be >= 0 and finite"),
+    ("synthetic", {"noise": float("nan")}, "synthetic: noise must be >= 0 and finite"),
+    ("synthetic", {"noise": -1.0}, "synthetic: noise must be >= 0 and finite"),
+    ("moons", {"noise": "a"}, "moons: noise must be >= 0 and finite"),
+    ("moons", {"noise": float("inf")}, "moons: noise must be >= 0 and finite"),
+    ("synthetic", {"input_shape": 4}, "input_shape must be a list of positive integers"),
+    ("synthetic", {"input_shape": "ab"}, "input_shape must be a list of positive integers"),
+    ("synthetic", {"input_shape": [2.5]}, "input_shape must be a list of positive integers"),
+    ("synthetic", {"val_fraction": "x"}, "val_fraction must be a number in"),
+])
+def test_bad_option_values_are_config_errors(name: str, options: dict[str, object],
+                                             match: str) -> None:
+    """load_dataset documents ConfigError for an invalid value: these raised ValueError or
+    TypeError (a traceback on the command line), or were accepted (NaN noise made NaN
+    inputs; input_shape [2.5] became (2,))."""
+    with pytest.raises(ConfigError, match=match):
+        load_dataset(name, **options)  # type: ignore[arg-type]
+
+
+def test_generated_data_accepts_integral_sizes_and_zero_noise() -> None:
+    import numpy as np
+
+    ds = load_dataset("synthetic", n=20, input_shape=np.array([2, 3]), num_classes=2, noise=0)
+    assert ds.input_shape == (2, 3) and bool(torch.isfinite(ds.train_x).all())

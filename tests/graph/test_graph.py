@@ -4,6 +4,7 @@ the refusal of operations that break the rescaling symmetry (SPEC sections 1-2, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -669,3 +670,74 @@ def test_abs_is_a_positively_homogeneous_activation() -> None:
     report = pathcond.rescale(model, (3,))
     assert report.am_gm_after < report.am_gm_before
     torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
+
+
+def _tied_mlp() -> nn.Sequential:
+    a, b = nn.Linear(5, 5), nn.Linear(5, 5)
+    b.weight = a.weight  # tied: one tensor, two layers
+    return nn.Sequential(nn.Linear(4, 5), nn.ReLU(), a, nn.ReLU(), b, nn.ReLU(), nn.Linear(5, 2))
+
+
+def test_tied_parameters_are_refused_by_name() -> None:
+    """SPEC section 1 / README: shared parameters are not supported; a tensor tied between
+    two modules (each called once) was reported as supported, then ``rescale`` failed with
+    "model has no parameter '4.weight'" and ``path_magnitudes`` treated both uses as
+    independent parameters."""
+    model = _tied_mlp()
+    report = check_support(model, (4,))
+    assert not report.supported
+    assert any("'2.weight'" in r and "'4.weight'" in r and "tied" in r for r in report.reasons)
+    for call in (lambda: pathcond.rescale(model, (4,)),
+                 lambda: pathcond.path_magnitudes(model, (4,))):
+        with pytest.raises(UnsupportedModelError, match="same tensor"):
+            call()
+
+
+class _Aliased(nn.Module):
+    """One module registered under two names, called once: not a shared parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))
+        self.head = self.body[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_module_registered_under_two_names_is_still_supported() -> None:
+    assert check_support(_Aliased(), (4,)).supported
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Linear(4, 0), nn.ReLU(), nn.Linear(0, 2)),
+    lambda: nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 0)),
+    lambda: nn.Sequential(nn.Conv2d(1, 0, 3), nn.ReLU(), nn.Flatten(), nn.Linear(0, 2)),
+], ids=["hidden", "output", "conv"])
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_layers_without_units_are_refused(make: Callable[[], nn.Sequential]) -> None:
+    """A layer with zero output (or input) units failed deep in the magnitude network
+    (``amax(): Expected reduction dim``); it is now one reason naming the layer."""
+    model = make()
+    shape = (1, 5, 5) if isinstance(model[0], nn.Conv2d) else (4,)
+    report = check_support(model, shape)
+    assert not report.supported
+    assert any("without entries" in r for r in report.reasons), report.reasons
+    for call in (pathcond.num_paths, pathcond.path_norm, pathcond.path_magnitudes,
+                 pathcond.rescale):
+        with pytest.raises(UnsupportedModelError, match="without entries"):
+            call(model, shape)
+
+
+@pytest.mark.parametrize("model", [nn.Sequential(), nn.Sequential(nn.ReLU(), nn.Flatten())],
+                         ids=["empty", "no_layer"])
+def test_a_model_without_layers_is_refused(model: nn.Module) -> None:
+    """An empty Sequential (or one of activations only) raised IndexError in every
+    quantity while check_support called it supported."""
+    report = check_support(model, (4,))
+    assert not report.supported
+    assert "no nn.Linear or nn.Conv layer" in report.reasons[0]
+    for call in (pathcond.num_paths, pathcond.path_norm, pathcond.path_magnitudes,
+                 pathcond.rescale, pathcond.criterion, pathcond.pathcond_lr_scales):
+        with pytest.raises(UnsupportedModelError, match="no nn.Linear or nn.Conv layer"):
+            call(model, (4,))

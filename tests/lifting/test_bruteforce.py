@@ -777,3 +777,27 @@ def test_large_path_norm_log_is_exact() -> None:
     assert pathcond.path_norm(model, (2,), log=True) == pytest.approx(want / 2, rel=RTOL)
     with pytest.warns(RuntimeWarning):
         assert pathcond.num_paths(model, (2,)) == math.inf
+
+
+def test_a_graph_of_another_model_is_refused_by_name() -> None:
+    """``graph=`` traced from a model of other widths failed with "shape '[1, 5]' is invalid
+    for input of size 6" from deep in the magnitude network."""
+    graph = pathcond.rescaling_graph(MLP((4, 5, 2), True), (4,))
+    for other in (MLP((4, 6, 2), True), nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))):
+        for call in (pathcond.path_norm, pathcond.path_magnitudes, pathcond.rescale):
+            with pytest.raises(ValueError, match="graph built from another model"):
+                call(other, graph=graph)
+
+
+@pytest.mark.parametrize("variance", [0.0, -1.0])
+def test_batchnorm_without_positive_variance_is_named(variance: float) -> None:
+    """running_var + eps <= 0 (eps=0 and a dead channel, or a corrupted statistic) was
+    reported as "the parameters span more than float64's range"."""
+    model = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5, eps=0.0), nn.ReLU(),
+                          nn.Linear(5, 2))
+    with torch.no_grad():
+        model[1].running_var[2] = variance
+    for call in (pathcond.path_magnitudes, pathcond.path_norm, pathcond.rescale):
+        with pytest.raises(pathcond.NonFiniteParameterError,
+                           match=r"'1.running_var' \+ eps is not positive for 1 channel"):
+            call(model, (4,))

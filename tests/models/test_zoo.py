@@ -353,3 +353,47 @@ def test_unit_layers_follow_forward_order() -> None:
     assert got[-1] == "fc"
     assert got.index("layer2.0.conv2") < got.index("layer2.0.downsample.0")
     assert len(got) == 21
+
+
+@pytest.mark.parametrize("widths", [4, "784", [4, "a", 2], [4, 3.5, 2], [4, None, 2]])
+def test_mlp_widths_must_be_integers(widths: object) -> None:
+    """``widths=4`` and ``[4, 'a', 2]`` raised TypeError / ValueError (a traceback from
+    ``pathcond stats mlp --arg widths=4``), and ``[4, 3.5, 2]`` silently built 3 units."""
+    with pytest.raises(ConfigError, match="MLP widths must"):
+        MLP(widths)  # type: ignore[arg-type]
+    assert MLP([4.0, 3, 2]).widths == (4, 3, 2)  # integral values are fine
+
+
+@pytest.mark.parametrize(("name", "kwargs", "match"), [
+    ("mlp", {"widths": [4, 3, 2], "bias": "flase"}, "'bias' must be true or false"),
+    ("mlp", {"widths": [4, 3, 2], "negative_slope": "x"}, "'negative_slope' must be a number"),
+    ("tiny_resnet", {"num_classes": 1.5}, "'num_classes' must be an integer"),
+    ("tiny_resnet", {"in_channels": "x"}, "'in_channels' must be an integer"),
+    ("mlp_bn", {"depth": "x"}, "'depth' must be an integer"),
+    ("mnist_autoencoder", {"k": "x"}, "'k' must be an integer"),
+    ("one_neuron", {"w": "x"}, "'w' must be a number or null"),
+    ("tiny_resnet", {"widths": 5}, "cannot build it"),
+    ("vgg16", {"dropout": 2}, "cannot build it"),
+])
+def test_get_model_refuses_values_of_the_wrong_type(name: str, kwargs: dict[str, object],
+                                                    match: str) -> None:
+    """A value of the wrong type ended in a torch traceback or, for a flag, was taken as
+    truthy (``bias: flase`` built biases); it is now a ConfigError naming the argument."""
+    with pytest.raises(ConfigError, match=match):
+        get_model(name, **kwargs)
+
+
+def test_get_model_accepts_numpy_integers_and_null_options() -> None:
+    import numpy as np
+
+    model = get_model("mlp", widths=[4, 3, 2], bias=False, output_bias=None)
+    assert isinstance(model, MLP)
+    assert isinstance(get_model("mlp_bn", depth=np.int64(1), width=3, in_features=4), MLP)
+
+
+@pytest.mark.parametrize("name", ["cifar_nv", "tiny_resnet", "mlp_bn"])
+def test_model_input_shape_refuses_non_positive_sizes(name: str) -> None:
+    """``in_channels=0`` gave the shape (0, 32, 32) and a TypeError traceback later."""
+    kwargs = {"in_features": 0} if name == "mlp_bn" else {"in_channels": 0}
+    with pytest.raises(ConfigError, match="every size must be a positive integer"):
+        model_input_shape(name, **kwargs)

@@ -152,3 +152,26 @@ def test_enorm_attached_to_a_gspace_optimizer_of_another_model_is_refused() -> N
     with pytest.raises(ValueError, match="ENorm: the optimizer was built on another model"):
         ENorm(model, SHAPE, optimizer=opt)
     ENorm(other, SHAPE, optimizer=opt)
+
+
+@pytest.mark.parametrize("name", ["GSGD", "GSpace", "WeightFixing", "init_skeleton"])
+@pytest.mark.parametrize("init", ["rescale", "keep"])
+def test_non_finite_weights_are_named_before_anything_changes(name: str, init: str) -> None:
+    """A NaN weight gave "log_scales holds NaN or infinite values" (a rescaling the user
+    never asked for) or, with init='keep', an optimizer that stepped NaNs; the error now
+    names the parameter, and the model is left as it was."""
+    from pathcond import NonFiniteParameterError
+    from pathcond.optim import init_skeleton
+
+    model = mlp()
+    with torch.no_grad():
+        model[2].weight[1, 3] = float("nan")
+    before = copy.deepcopy(model.state_dict())
+    build = {"GSGD": lambda: GSGD(model, SHAPE, lr=0.1, init=init),
+             "GSpace": lambda: GSpace(model, SHAPE, torch.optim.SGD, lr=0.1, init=init),
+             "WeightFixing": lambda: WeightFixing(model, SHAPE, init=init),
+             "init_skeleton": lambda: init_skeleton(model, SHAPE)}[name]
+    with pytest.raises(NonFiniteParameterError, match="'2.weight' holds NaN or infinite"):
+        build()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)

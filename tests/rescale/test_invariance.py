@@ -466,6 +466,36 @@ def test_unsupported_optimizer_state_changes_nothing() -> None:
         assert same(value, state["state"][0][key]), key
 
 
+def test_flat_optimizer_state_under_another_parameter_is_refused() -> None:
+    """L-BFGS keeps its flat history under its *first* parameter: when that parameter is
+    outside the rescaling graph, the history (which covers the rescaled weights) was left
+    stale without a word, contrary to the README ("L-BFGS is refused before anything
+    changes")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    extra = nn.Parameter(torch.zeros(2))
+    x = torch.randn(8, 4)
+    opt = torch.optim.LBFGS([extra, *model.parameters()])
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = ((model(x) + extra) ** 2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(UnsupportedOptimizerError, match="LBFGS keeps state '.*' of shape"):
+        pathcond.rescale(model, (4,), optimizer=opt)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+    # per-entry state of a parameter outside the graph (Adam's moments) is fine
+    adam = torch.optim.Adam([extra, *model.parameters()], lr=1e-3)
+    ((model(x) + extra) ** 2).mean().backward()
+    adam.step()
+    assert pathcond.rescale(model, (4,), optimizer=adam).converged
+
+
 def test_non_affine_batchnorm() -> None:
     """Linear -> BatchNorm1d(affine=False) -> ReLU: the unit cannot be rescaled (nothing
     carries its scale), but the rest of the network can, and apply_rescaling must work."""

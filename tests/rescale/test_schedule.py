@@ -100,3 +100,33 @@ def test_bad_options() -> None:
         PathCondSchedule(net(), (6,), am_gm_threshold=0.5)
     with pytest.raises(TypeError):
         PathCondSchedule(net())
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"bogus": 1}, "has no option 'bogus'"),
+    ({"sovler": "block"}, "has no option 'sovler'"),
+    ({"optimizer": None}, "'optimizer' is set by PathCondSchedule"),
+])
+def test_bad_rescale_options_fail_at_construction(options: dict[str, object],
+                                                  match: str) -> None:
+    """A misspelt option was accepted and only failed (TypeError) at the first rescaling,
+    possibly many steps into training; the model is untouched when it is refused."""
+    model = net()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=match):
+        PathCondSchedule(model, (6,), rescale_options=options)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert PathCondSchedule(model, (6,), rescale_options={"solver": "block", "tol": 1e-8,
+                                                          "max_sweeps": 50}).start() is not None
+
+
+def test_criterion_refuses_log_scales_of_the_wrong_size() -> None:
+    """``pathcond.criterion(log_scales=...)`` with the wrong number of entries raised an
+    IndexError from deep in the problem; it says what is wrong like apply_rescaling."""
+    model = net()
+    groups = pathcond.rescaling_graph(model, (6,)).num_groups
+    with pytest.raises(ValueError, match=f"log_scales has 3 entries; the graph has {groups}"):
+        pathcond.criterion(model, (6,), log_scales=torch.zeros(3))
+    value = pathcond.criterion(model, (6,), log_scales=torch.zeros(groups))
+    assert value.value == pathcond.criterion(model, (6,)).value
