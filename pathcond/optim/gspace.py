@@ -556,6 +556,16 @@ class GSpace(_SkeletonOptimizer):
         super().__init__(coordinates, dict(self.inner.defaults))
         self.param_groups = self.inner.param_groups
         self.state = self.inner.state
+        self._built = True
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Refused once built: the G-space coordinates (and which weights are fixed) are
+        chosen for the whole model at construction."""
+        if getattr(self, "_built", False):
+            raise ValueError("GSpace: its coordinates cover the whole model and are set at "
+                             "construction; add_param_group is not supported (build a new "
+                             "GSpace, or optimise other tensors with a second optimizer)")
+        super().add_param_group(param_group)
 
     def _live_slots(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """``(i, parameter, its G-space value)`` of every slot that has a value."""

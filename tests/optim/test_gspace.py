@@ -360,3 +360,15 @@ def test_enorm_between_steps_changes_nothing(make):
     train(other, opt, shape, steps=4)
     assert enorm.cycles == 4
     assert_same_function(model, other, shape, rtol=1e-6)
+
+
+def test_gspace_refuses_param_groups_added_after_construction() -> None:
+    """The inner optimizer would step a foreign tensor (or a model weight as if it were a
+    G-space coordinate): adding a group is refused, and nothing is added."""
+    model = tiny_mlp()
+    gs = GSpace(model, (3,), torch.optim.SGD, lr=0.1)
+    groups = len(gs.param_groups)
+    for extra in (torch.zeros(2, requires_grad=True), model.layers[0].weight):
+        with pytest.raises(ValueError, match="add_param_group is not supported"):
+            gs.add_param_group({"params": [extra]})
+    assert len(gs.param_groups) == len(gs.inner.param_groups) == groups
