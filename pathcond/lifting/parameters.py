@@ -86,5 +86,8 @@ def lifting_parameters(model: nn.Module, graph: RescalingGraph, *,
                        dtype: torch.dtype = torch.float64) -> LiftingParameters:
     """Folded weights and biases of every layer of ``graph``, copied to ``dtype``; the model
     is not modified. Raises :class:`NonFiniteParameterError` on NaN/Inf."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (torch.float64 is the "
+                        f"default and recommended), got {dtype!r}")
     folded = [fold_layer(model, layer, dtype=dtype) for layer in graph.layers]
     return LiftingParameters(tuple(w for w, _ in folded), tuple(b for _, b in folded))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ def path_norm(model: nn.Module, input_shape: Sequence[int] | None = None, *, p: 
               log: bool = False) -> float:
     """L``p`` path-norm ``(sum_paths |Phi_p(theta)|^p)^(1/p)`` (SPEC section 3), or its natural
     log with ``log=True``."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"path_norm: p must be a number, got {p!r}")
     if not p > 0 or math.isinf(p):
         raise ValueError(f"path_norm needs a finite p > 0, got p={p}")
     g = resolve_graph(model, input_shape, graph)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,6 +192,8 @@ def rescale(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     """
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {sorted(_SOLVERS)}, got {solver!r}")
+    if isinstance(max_sweeps, bool) or not isinstance(max_sweeps, numbers.Integral):
+        raise TypeError(f"max_sweeps must be an integer, got {max_sweeps!r}")
     if max_sweeps < 1:
         raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
     for name, value in (("tol", tol), ("step_tol", step_tol)):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import pathcond
+from pathcond.models import MLP
 from pathcond.rescale.schedule import PathCondSchedule
 
 
@@ -130,3 +131,22 @@ def test_criterion_refuses_log_scales_of_the_wrong_size() -> None:
         pathcond.criterion(model, (6,), log_scales=torch.zeros(3))
     value = pathcond.criterion(model, (6,), log_scales=torch.zeros(groups))
     assert value.value == pathcond.criterion(model, (6,)).value
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda m: pathcond.rescale(m, (4,), dtype=torch.int64), "floating-point torch.dtype"),
+    (lambda m: pathcond.path_magnitudes(m, (4,), dtype=torch.int32), "floating-point"),
+    (lambda m: pathcond.rescale(m, (4,), max_sweeps=1.5), "max_sweeps must be an integer"),
+    (lambda m: pathcond.rescale(m, (4,), max_sweeps=True), "max_sweeps must be an integer"),
+    (lambda m: pathcond.path_norm(m, (4,), p="2"), "p must be a number"),
+], ids=["rescale-dtype", "magnitudes-dtype", "sweeps-float", "sweeps-bool", "p-str"])
+def test_arguments_of_the_wrong_type_are_named(call, message: str) -> None:
+    """They failed deep inside (``only Tensors of floating point dtype can require
+    gradients``, ``'>' not supported between 'str' and 'int'``) or, for ``max_sweeps=True``,
+    ran one sweep; the model is left unchanged."""
+    torch.manual_seed(0)
+    model = MLP([4, 5, 3])
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=message):
+        call(model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
