@@ -168,16 +168,22 @@ def test_bad_input_one_line_exit_2(tmp_path: Path, tiny_yaml: Path, args: list[s
                                    fragments: list[str]) -> None:
     (tmp_path / "bad.yaml").write_text("training:\n  epoch: 3\n")
     (tmp_path / "garbage.pt").write_bytes(b"\x00" * 50)
-    before = sorted(p.name for p in tmp_path.rglob("*"))
-    argv = [a.format(tmp=tmp_path, yaml=tiny_yaml) for a in args]
+    assert_refused_in(tmp_path, [a.format(tmp=tmp_path, yaml=tiny_yaml) for a in args],
+                      fragments)
+
+
+def assert_refused_in(directory: Path, argv: list[str], fragments: list[str]) -> None:
+    """Run the CLI from ``directory`` (where default run directories would land): one-line
+    error naming ``fragments``, exit 2, nothing written."""
+    before = sorted(p.name for p in directory.rglob("*"))
     cwd = os.getcwd()
-    os.chdir(tmp_path)  # default run directories would land here
+    os.chdir(directory)
     try:
         code, out, err = run(*argv)
     finally:
         os.chdir(cwd)
     assert_one_line_error(code, out, err, *fragments)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert sorted(p.name for p in directory.rglob("*")) == before  # nothing written
 
 
 @pytest.mark.parametrize(("args", "fragments"), [
@@ -202,16 +208,7 @@ def test_bad_model_and_data_values_one_line_exit_2(tmp_path: Path, tiny_yaml: Pa
     """Values of the wrong type for zoo-model arguments and dataset options ended in a
     traceback (TypeError / ValueError / RuntimeError), or were accepted: ``widths=[4, 3.5,
     2]`` built 3 units, ``bias=maybe`` built biases."""
-    before = sorted(p.name for p in tmp_path.rglob("*"))
-    argv = [a.format(yaml=tiny_yaml) for a in args]
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        code, out, err = run(*argv)
-    finally:
-        os.chdir(cwd)
-    assert_one_line_error(code, out, err, *fragments)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert_refused_in(tmp_path, [a.format(yaml=tiny_yaml) for a in args], fragments)
 
 
 def test_real_entry_point_no_traceback(tmp_path: Path) -> None:
