@@ -650,12 +650,8 @@ def _tied_parameter_problems(model: nn.Module) -> list[str]:
     ``b.weight = a.weight``): each use would need its own rescaling factor. A module merely
     registered under two names is one module and is not reported."""
     owners: dict[int, list[str]] = {}
-    seen: set[tuple[int, int]] = set()
-    for name, module in model.named_modules(remove_duplicate=False):
+    for name, module in model.named_modules():  # each module once, under its first name
         for pname, p in module.named_parameters(recurse=False):
-            if (id(module), id(p)) in seen:
-                continue
-            seen.add((id(module), id(p)))
             owners.setdefault(id(p), []).append(f"{name}.{pname}" if name else pname)
     return [f"parameters {', '.join(repr(n) for n in names)} are the same tensor: shared "
             "(tied) parameters are not supported; give each layer its own parameters"

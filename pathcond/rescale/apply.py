@@ -30,6 +30,16 @@ _STATE_POWERS: dict[str, float] = {
 }
 
 
+def flat_log_scales(graph: RescalingGraph, log_scales: torch.Tensor) -> torch.Tensor:
+    """``log_scales`` as a vector of one entry per rescaling group of ``graph``, or
+    ``ValueError`` naming both sizes."""
+    u = log_scales.reshape(-1)
+    if u.numel() != graph.num_groups:
+        raise ValueError(f"log_scales has {u.numel()} entries; the graph has "
+                         f"{graph.num_groups} rescaling groups")
+    return u
+
+
 def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
                          ) -> dict[str, torch.Tensor]:
     """``(B u)`` for every model parameter the rescaling touches, as tensors broadcastable to
@@ -39,10 +49,7 @@ def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
     the BatchNorm's weight and bias take ``u[row]``, the layer's weight only ``-u[col]`` (its
     rows are scale-invariant under the BatchNorm), its bias nothing (docs/batchnorm.md).
     """
-    u = log_scales.reshape(-1)
-    if u.numel() != graph.num_groups:
-        raise ValueError(f"log_scales has {u.numel()} entries; the graph has "
-                         f"{graph.num_groups} rescaling groups")
+    u = flat_log_scales(graph, log_scales)
     extended = torch.cat([u, u.new_zeros(1)])  # index -1 (never rescaled) reads the 0
     out: dict[str, torch.Tensor] = {}
     for layer in graph.layers:

@@ -17,7 +17,7 @@ from ..errors import NonFiniteParameterError
 from ..graph import RescalingGraph, resolve_graph
 from ..lifting import LiftingParameters, Magnitudes, lifting_parameters, magnitudes_of
 from ..solver import RescalingProblem, SolveResult, solve_block, solve_coordinate, solve_newton
-from .apply import apply_rescaling
+from .apply import apply_rescaling, flat_log_scales
 
 SolverName = Literal["newton", "block", "coordinate"]
 _SOLVERS = {"newton": solve_newton, "block": solve_block, "coordinate": solve_coordinate}
@@ -150,12 +150,10 @@ def criterion(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     """The PathCond criterion ``F(u) = G log sum_i q_i + 2 sum_i (B u)_i`` at ``u``
     (``log_scales``, default 0) and its gradient, for diagnostics and tests."""
     g = resolve_graph(model, input_shape, graph)
-    if log_scales is not None and log_scales.numel() != g.num_groups:
-        raise ValueError(f"log_scales has {log_scales.numel()} entries; the graph has "
-                         f"{g.num_groups} rescaling groups")
+    given = None if log_scales is None else flat_log_scales(g, log_scales)
     problem = build_problem(model, g, dtype=dtype)
-    u = torch.zeros(g.num_groups, dtype=dtype, device=problem.device) if log_scales is None \
-        else log_scales.reshape(-1).to(dtype=dtype, device=problem.device)
+    u = torch.zeros(g.num_groups, dtype=dtype, device=problem.device) if given is None \
+        else given.to(dtype=dtype, device=problem.device)
     value, grad = problem.criterion(u)
     return CriterionValue(float(value), grad, problem.normalised(value), problem.am_gm(u))
 
