@@ -106,6 +106,11 @@ class ENorm:
         every: when attached to an optimizer, one cycle every ``every`` optimizer steps.
         exclude_batchnorm: leave BatchNorm affine parameters out of (1) (paper setting);
             groups rescaled only through a BatchNorm then have no minimiser and stay.
+
+    Groups whose incoming or outgoing norm is 0 or non-finite (a NaN or Inf parameter)
+    have no minimiser: a cycle leaves them alone, ``ENormReport.balanced_groups`` marks them
+    False and :meth:`unbalanced_groups` names them. No error is raised, so a diverging
+    training run reaches its non-finite loss, which the harness reports as ``diverged``.
         schedule: ``"layers"`` or ``"colours"`` (module docstring).
         optimizer: attach to this optimizer (see :meth:`attach`).
         graph: a prebuilt rescaling graph of ``model``.
@@ -322,10 +327,13 @@ class ENorm:
         return self._factor(inc, out, mask)[0][:-1]
 
     def unbalanced_groups(self) -> tuple[str, ...]:
-        """Names of the groups eq. (2) leaves alone at the current parameters."""
+        """Names of the groups eq. (2) leaves alone at the current parameters: a zero
+        incoming or outgoing norm, or a non-finite one (a NaN or Inf parameter)."""
         everything = range(len(self.structure.slots))
         inc, out = self._sums(everything, everything)
-        bad = ~((inc > 0) & (out > 0))[:-1]
+        mask = torch.ones_like(inc, dtype=torch.bool)
+        mask[-1] = False
+        bad = ~self._factor(inc, out, mask)[1][:-1]
         return tuple(self.graph.group_name(int(g)) for g in torch.nonzero(bad).flatten())
 
     def attach(self, optimizer: torch.optim.Optimizer) -> None:

@@ -232,3 +232,27 @@ def test_skipping_blocks_that_cannot_balance_changes_nothing(exclude):
         assert torch.equal(a.log_scales, b.log_scales) and a.balanced == b.balanced
     for p, q in zip(model.parameters(), slow_model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_parameter_leaves_its_groups_alone_and_names_them(bad):
+    """A NaN or Inf weight: the groups it touches have no minimiser, are left alone, marked
+    unbalanced in the report and named by unbalanced_groups (the same criterion as step);
+    every other group is still balanced."""
+    torch.manual_seed(5)
+    model = MLP([4, 5, 5, 2]).double()
+    enorm = quiet_enorm(model, (4,))
+    with torch.no_grad():
+        model.layers[0].weight[2, 1] = bad  # incoming of hidden unit 2 of the first layer
+    names = enorm.unbalanced_groups()
+    assert len(names) == 1
+    weight_before = model.layers[0].weight.detach().clone()
+    report = enorm.step()
+    assert report.balanced == 9
+    assert not bool(report.balanced_groups[2])
+    assert float(report.log_scales[2]) == 0.0
+    after = model.layers[0].weight.detach()
+    assert torch.equal(after[2].isnan(), weight_before[2].isnan())
+    finite = after[2].isfinite()
+    assert torch.equal(after[2][finite], weight_before[2][finite])
+    assert enorm.unbalanced_groups() == names
