@@ -108,3 +108,17 @@ def test_relative_links_point_to_files(page: Path) -> None:
         if not path.exists():
             missing.append(target)
     assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+def test_api_page_is_the_one_the_code_writes() -> None:
+    """docs/api.md is regenerated from the docstrings by `python -m pathcond._apidoc`."""
+    from pathcond._apidoc import render
+
+    assert (ROOT / "docs" / "api.md").read_text() == render(), (
+        "docs/api.md is stale: run `python -m pathcond._apidoc` from the repository root")
+
+
+def test_every_public_name_and_method_has_a_docstring() -> None:
+    from pathcond._apidoc import undocumented
+
+    assert undocumented() == []

@@ -40,6 +40,7 @@ class ModelStats:
     layers: tuple[LayerMagnitudes, ...]
 
     def lines(self) -> list[str]:
+        """The report as the lines ``pathcond stats`` prints."""
         paths = (f"{10 ** self.log10_num_paths:,.0f}" if self.log10_num_paths < 15
                  else f"10^{self.log10_num_paths:.4f}")
         out = [

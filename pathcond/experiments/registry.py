@@ -171,6 +171,7 @@ class RunContext:
 
     @property
     def name(self) -> str:
+        """The experiment's name (``fig5``, ...)."""
         return self.info.name
 
     def log(self, message: str) -> None:

@@ -62,6 +62,7 @@ class Layer:
 
     @property
     def out_units(self) -> int:
+        """Output units (Linear) or channels (Conv) of the layer."""
         return int(self.weight_shape[0])
 
     @property

@@ -54,6 +54,7 @@ class RescalingGraph:
         return torch.tensor([len(m) for m in self.group_members], dtype=torch.int64)
 
     def summary(self) -> str:
+        """One line: layers, lifting parameters, hidden units and rescaling groups."""
         return (
             f"{len(self.layers)} layers, {self.num_lifting_parameters:,} lifting parameters, "
             f"{self.num_hidden_units:,} hidden units in {self.num_groups:,} rescaling groups"

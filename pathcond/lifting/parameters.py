@@ -20,6 +20,7 @@ class LiftingParameters:
     biases: tuple[torch.Tensor | None, ...]
 
     def numel(self) -> int:
+        """G: the number of lifting parameters (weight and bias entries)."""
         return sum(w.numel() for w in self.weights) + sum(
             b.numel() for b in self.biases if b is not None)
 

@@ -129,5 +129,6 @@ class PathCondSchedule:
         return {"steps": self.steps, "epochs": self.epochs}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the counters saved by :meth:`state_dict`."""
         self.steps = int(state["steps"])
         self.epochs = int(state["epochs"])

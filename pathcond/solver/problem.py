@@ -109,14 +109,17 @@ class RescalingProblem:
 
     @property
     def num_groups(self) -> int:
+        """H: the number of rescaling groups (entries of ``u``)."""
         return self.graph.num_groups
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype the problem is solved in (float64 unless asked otherwise)."""
         return self.layers[0].magnitudes.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device the problem's tensors live on."""
         return self.layers[0].magnitudes.device
 
     # ------------------------------------------------------------------ build

@@ -143,6 +143,7 @@ class Method:
 
     @property
     def ctx(self) -> MethodContext:
+        """The model, optimizer and input shape given to :meth:`setup`."""
         if self._ctx is None:
             raise RuntimeError(f"method {self.name!r} used before setup()")
         return self._ctx
