@@ -21,9 +21,30 @@ import typer
 from .errors import ConfigError, PathcondError
 from .experiments.cli import register as register_experiments
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Path-lifting quantities and the PathCond rescaling of ReLU networks: "
-                       "train, compare, plot, rescale and diagnose.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import torch
+
+        from . import __version__
+
+        typer.echo(f"pathcond {__version__} (torch {torch.__version__}, Python "
+                   f"{sys.version.split()[0]})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the versions of pathcond, torch and Python and exit.")] = False,
+) -> None:
+    """Path-lifting quantities and the PathCond rescaling of ReLU networks: train, compare,
+    plot, rescale and diagnose."""
+
 
 #: The demo's irregular-width MLP (MNIST, 784 inputs, 10 classes).
 DEMO_WIDTHS = (784, 512, 32, 256, 16, 10)

@@ -45,6 +45,19 @@ def test_help(command: str | None) -> None:
     assert "Usage" in out
 
 
+def test_version_is_the_installed_one() -> None:
+    """`pathcond --version` prints the package's version, the one pip installed (pyproject
+    reads it from pathcond.__version__), and exits 0 without a command."""
+    from importlib.metadata import version
+
+    import pathcond
+
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.startswith(f"pathcond {pathcond.__version__} (torch {torch.__version__}")
+    assert version("pathcond") == pathcond.__version__
+
+
 def test_train_resume_plot_rescale_diagnose(tmp_path: Path, tiny_yaml: Path) -> None:
     run_dir = tmp_path / "run"
     code, out, err = run("train", tiny_yaml, "--out", run_dir)
