@@ -69,6 +69,27 @@ def test_batchnorm_doc_example_runs() -> None:
         assert factor.shape == params[name].shape, name
 
 
+def test_methods_doc_example_runs() -> None:
+    """docs/methods.md: every method built on a small CIFAR-shaped ResNet; the last
+    optimizer (AdamW with weight fixing attached) then takes a step."""
+    from pathcond.models import tiny_resnet
+    from pathcond.optim import WeightFixing
+
+    (code,) = blocks(ROOT / "docs" / "methods.md", "python")
+    torch.manual_seed(0)
+    model = tiny_resnet().double()
+    namespace: dict[str, object] = {"model": model}
+    with pytest.warns(UserWarning, match="exclude_batchnorm"):  # ENorm on a BatchNorm net
+        exec(compile(code, "docs/methods.md", "exec"), namespace)
+    assert isinstance(namespace["wf"], WeightFixing)
+    opt = namespace["opt"]
+    assert isinstance(opt, torch.optim.AdamW)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    model(x).square().mean().backward()
+    opt.step()
+    assert torch.isfinite(model(x)).all()
+
+
 @pytest.mark.parametrize("line", readme_command_lines())
 def test_readme_command_line_parses(line: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Parsed (not run) by the CLI's own click commands: the subcommand and every option
