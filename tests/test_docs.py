@@ -42,6 +42,33 @@ def readme_command_lines() -> list[str]:
     return commands
 
 
+def inline_command_lines() -> list[tuple[str, str]]:
+    """``(page, command)`` for every inline code span of README.md and docs/*.md that is a
+    whole ``pathcond ...`` command: not a bare command name (``pathcond plot``) and without
+    placeholders (``...``, an upper-case word such as ``NAME``)."""
+    found = []
+    for page in PAGES:
+        text = FENCE.sub("", page.read_text())
+        for span in re.findall(r"`([^`]+)`", text):
+            words = span.split()
+            if (len(words) < 3 or words[0] != "pathcond" or "..." in span
+                    or any(w.isupper() for w in words)):
+                continue
+            found.append((page.name, " ".join(words)))
+    return found
+
+
+def parse_command_line(line: str) -> None:
+    """Parse (not run) ``pathcond ...`` with the CLI's own click commands: the subcommand
+    and every option exist and every value converts."""
+    args = shlex.split(line)[1:]
+    group = typer.main.get_command(app)  # a click group (typer vendors click)
+    with group.make_context("pathcond", list(args), resilient_parsing=True) as ctx:
+        name, command, rest = group.resolve_command(ctx, list(args))
+        assert command is not None, f"no command {name!r}"
+        command.make_context(str(name), rest, parent=ctx)
+
+
 def test_readme_python_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     (code,) = blocks(ROOT / "README.md", "python")
     torch.manual_seed(0)
@@ -92,16 +119,17 @@ def test_methods_doc_example_runs() -> None:
 
 @pytest.mark.parametrize("line", readme_command_lines())
 def test_readme_command_line_parses(line: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Parsed (not run) by the CLI's own click commands: the subcommand and every option
-    exist and every value converts; paths are read from the repository root."""
+    """Paths are read from the repository root."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("PATHCOND_CIFAR10_DIR", str(ROOT))
-    args = shlex.split(line)[1:]
-    group = typer.main.get_command(app)  # a click group (typer vendors click)
-    with group.make_context("pathcond", list(args), resilient_parsing=True) as ctx:
-        name, command, rest = group.resolve_command(ctx, list(args))
-        assert command is not None, f"no command {name!r}"
-        command.make_context(str(name), rest, parent=ctx)
+    parse_command_line(line)
+
+
+@pytest.mark.parametrize(("page", "line"), inline_command_lines())
+def test_inline_command_parses(page: str, line: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands quoted in the text (docs/RESULTS.md gives the one behind each number)."""
+    monkeypatch.chdir(ROOT)
+    parse_command_line(line)
 
 
 def test_readme_lists_the_commands_it_shows() -> None:
@@ -110,6 +138,7 @@ def test_readme_lists_the_commands_it_shows() -> None:
     names = {shlex.split(line)[1] for line in readme_command_lines()}
     assert {"train", "compare", "plot", "rescale", "diagnose", "stats", "run",
             "experiments"} <= names
+    assert len([page for page, _ in inline_command_lines() if page == "RESULTS.md"]) >= 20
 
 
 def test_readme_yaml_example_validates() -> None:
