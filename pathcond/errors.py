@@ -12,7 +12,8 @@ class PathcondError(Exception):
 
 
 class UnsupportedModelError(PathcondError):
-    """The model holds a module or operation that breaks the rescaling symmetry.
+    """The model holds a module or operation that breaks the rescaling symmetry (or cannot
+    be followed: a torch.compile or data-parallel wrapper, parameters without values).
 
     The message names the module's path in the model and the operation.
     """

@@ -71,6 +71,21 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _refuse_wrapper(model: nn.Module) -> None:
+    """torch.compile and data-parallel wrappers cannot be traced, and the names of their
+    parameters carry a prefix; the module they wrap shares their parameters."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        inner, how = "module", "data-parallel"
+    elif type(model).__name__ == "OptimizedModule" and isinstance(
+            getattr(model, "_orig_mod", None), nn.Module):
+        inner, how = "_orig_mod", "torch.compile"
+    else:
+        return
+    raise UnsupportedModelError(
+        f"{type(model).__name__} is a {how} wrapper: pass the module it wraps (model.{inner}), "
+        "which shares its parameters, so rescaling it changes the wrapped model too")
+
+
 def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """Symbolically trace ``model`` and annotate every node with its tensor shape.
 
@@ -78,6 +93,7 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     eval mode under ``no_grad``; the model's training flags are restored afterwards, so
     running statistics never change.
     """
+    _refuse_wrapper(model)
     if not any(True for _ in model.children()) and any(True for _ in model.parameters()):
         raise UnsupportedModelError(
             f"{type(model).__name__} has no submodules: pathcond follows the layers a model "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import NonFiniteParameterError
+from ..errors import NonFiniteParameterError, UnsupportedModelError
 from ..graph import Layer, RescalingGraph
 
 
@@ -26,6 +26,11 @@ class LiftingParameters:
 
 
 def _checked(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.is_meta:
+        raise UnsupportedModelError(
+            f"'{name}' is on the meta device (a shape without values): path-norms, magnitudes "
+            "and PathCond need values; materialise the model first (model.to_empty(device="
+            "'cpu') and initialise it); num_paths and check_support work on meta models")
     # a finite sum has only finite terms (inf and NaN propagate); the sum may overflow, then
     # the entries are checked one by one
     if (not math.isfinite(float(tensor.sum(dtype=torch.float64)))

@@ -136,9 +136,12 @@ def _powered(t: torch.Tensor, p: float, dtype: torch.dtype) -> torch.Tensor:
 def num_paths(model: nn.Module, input_shape: Sequence[int] | None = None, *,
               graph: RescalingGraph | None = None, log: bool = False) -> float:
     """Number of paths from an input unit or a bias to an output unit (paper Table 1), or its
-    natural log with ``log=True``; ``inf`` with a warning when it exceeds float64."""
+    natural log with ``log=True``; ``inf`` with a warning when it exceeds float64. Only
+    the architecture counts: a model on the meta device (no values) is counted on the CPU."""
     g = resolve_graph(model, input_shape, graph)
     device = _device(model)
+    if device.type == "meta":
+        device = torch.device("cpu")
     ones_w = [torch.ones(layer.weight_shape, dtype=torch.float64, device=device)
               for layer in g.layers]
     ones_b = [torch.ones(layer.out_units, dtype=torch.float64, device=device)

@@ -741,3 +741,24 @@ def test_a_model_without_layers_is_refused(model: nn.Module) -> None:
                  pathcond.rescale, pathcond.criterion, pathcond.pathcond_lr_scales):
         with pytest.raises(UnsupportedModelError, match="no nn.Linear or nn.Conv layer"):
             call(model, (4,))
+
+
+def test_compile_and_data_parallel_wrappers_name_the_module_to_pass() -> None:
+    """A torch.compile or DataParallel wrapper is refused with the attribute that holds the
+    wrapped module; that module shares the parameters, so rescaling it rescales what the
+    compiled wrapper computes with (and the function is unchanged)."""
+    torch.manual_seed(0)
+    model = zoo.MLP([6, 8, 5, 3]).double()
+    compiled = torch.compile(model, backend="eager")
+    with pytest.raises(UnsupportedModelError, match=r"torch\.compile.*model\._orig_mod"):
+        rescaling_graph(compiled, (6,))
+    assert not check_support(compiled, (6,)).supported
+    with pytest.raises(UnsupportedModelError, match=r"data-parallel.*model\.module"):
+        pathcond.rescale(nn.DataParallel(model), (6,))
+    x = torch.randn(16, 6, dtype=torch.float64)
+    before = compiled(x)
+    weight = model.layers[0].weight.detach().clone()
+    report = pathcond.rescale(compiled._orig_mod, (6,))
+    assert report.am_gm_after < report.am_gm_before
+    assert not torch.equal(model.layers[0].weight, weight)
+    torch.testing.assert_close(compiled(x), before, rtol=1e-10, atol=1e-12)

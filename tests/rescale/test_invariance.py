@@ -632,3 +632,26 @@ def test_quantities_leave_the_model_untouched(dtype: torch.dtype) -> None:
     mags = pathcond.path_magnitudes(model, shape)
     assert all(m.dtype == torch.float64 for m in mags.values())
     assert_same(before, snapshot(model))
+
+
+def test_channels_last_weights_and_momentum_keep_their_memory_format() -> None:
+    """Rescaling writes in place: a channels_last network (and its SGD momentum) stays
+    channels_last, and computes the same function."""
+    from pathcond.models import tiny_resnet
+
+    torch.manual_seed(0)
+    model = tiny_resnet().double().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(x).square().mean().backward()
+    opt.step()
+    model.eval()
+    before = model(x)
+    report = pathcond.rescale(model, (3, 16, 16), optimizer=opt)
+    assert report.am_gm_after < report.am_gm_before
+    torch.testing.assert_close(model(x), before, rtol=1e-9, atol=1e-12)
+    for p in model.parameters():
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last)
+            assert opt.state[p]["momentum_buffer"].is_contiguous(
+                memory_format=torch.channels_last)
