@@ -170,6 +170,30 @@ class UnitDAG:
         return np.array(flat, dtype=np.int64).reshape(a.shape)
 
     @staticmethod
+    def select(x: np.ndarray, index: object) -> np.ndarray:
+        """``x[index]`` per sample (numpy indexing, the same as torch's for static indices):
+        the same units, moved; units left out have no edge onward."""
+        return np.asarray(x[index])  # type: ignore[index]
+
+    def zero_pad(self, x: np.ndarray, pad: Sequence[int]) -> np.ndarray:
+        """``F.pad(x, pad)`` per sample (pairs from the last dimension; negative amounts
+        crop): every new entry is a fresh unit with no incoming edge, constant 0."""
+        out = x
+        for i in range(len(pad) // 2):
+            axis = x.ndim - 1 - i
+            before, after = pad[2 * i], pad[2 * i + 1]
+            crop = [slice(None)] * out.ndim
+            crop[axis] = slice(max(0, -before), out.shape[axis] - max(0, -after))
+            out = out[tuple(crop)]
+            widths = [(0, 0)] * out.ndim
+            widths[axis] = (max(0, before), max(0, after))
+            out = np.pad(out, widths, constant_values=-1)
+        out = out.copy()
+        for pos in zip(*np.nonzero(out == -1), strict=True):
+            out[pos] = self._node("sum", [])
+        return out
+
+    @staticmethod
     def cat(xs: Sequence[np.ndarray], dim: int) -> np.ndarray:
         """``torch.cat`` along per-sample dimension ``dim``: the same units, moved."""
         return np.concatenate(list(xs), axis=dim)

@@ -1,10 +1,13 @@
 """Turn a traced ``nn.Module`` into its :class:`RescalingGraph`.
 
 Every tensor of the traced graph carries, per element, the *unit* it belongs to: the output
-unit or channel of the layer that produced it, or ``FIXED`` (input units). Shape operations
-(flatten, reshape, concatenation, pooling) move these labels like the data; an addition
-ties the units of both summands into one rescaling group (union-find); units reaching the
-network's output are tied to ``FIXED`` and never rescaled.
+unit or channel of the layer that produced it, ``FIXED`` (input units) or ``ZERO`` (a
+constant zero written by zero-padding: no unit, no path). Shape operations (flatten,
+reshape, concatenation, pooling, static indexing and slicing, zero-padding) move these
+labels like the data; an addition ties the units of both summands into one rescaling group
+(union-find; a ``ZERO`` summand ties nothing); units reaching the network's output are tied
+to ``FIXED`` and never rescaled, and so are units that reach nothing (sliced away): nothing
+depends on their scale.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from .rescaling_graph import RescalingGraph
 from .tracing import trace
 
 FIXED = 0
+ZERO = -1
 
 _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     F.gelu: "gelu", F.silu: "silu", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
@@ -39,7 +43,8 @@ _IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1
 _SUPPORTED_MODULES = (
     *_IDENTITY_MODULES, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten,
+    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d,
+    nn.ConstantPad1d, nn.ConstantPad2d,
 )
 # |x| = max(x, -x) is a leaky ReLU of slope -1: positively homogeneous like the others
 _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.dropout, F.dropout1d, F.dropout2d,
@@ -166,8 +171,8 @@ class _Builder:
             self.problem(node, f"{_describe(node)}: {what} needs a channel dimension")
             return None
         flat = labels.reshape(labels.shape[0], -1)
-        first = flat[:, :1]
-        mixed = flat != first
+        first = flat.amax(dim=1, keepdim=True)  # a unit of the channel: ZERO (-1) is lowest
+        mixed = (flat != first) & (flat != ZERO)
         if bool(mixed.any()):
             self.tie(first.expand_as(flat)[mixed], flat[mixed])
         return first[:, 0].clone()
@@ -175,8 +180,12 @@ class _Builder:
     def tie(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union the units ``a[i]`` and ``b[i]`` for every ``i`` (each distinct pair once;
         labels repeat along spatial runs, so consecutive duplicates go first, cheaply)."""
+        a, b = a.reshape(-1), b.reshape(-1)
+        real = (a != ZERO) & (b != ZERO)
+        if not bool(real.all()):
+            a, b = a[real], b[real]
         base = len(self.uf.parent)
-        keys = torch.unique_consecutive(a.reshape(-1) * base + b.reshape(-1))
+        keys = torch.unique_consecutive(a * base + b)
         for key in torch.unique(keys).tolist():
             self.uf.union(key // base, key % base)
 
@@ -277,6 +286,10 @@ class _Builder:
                 self.visit_pool(node, "adaptive_avgpool", dims)
             elif isinstance(module, nn.Flatten | nn.Unflatten):
                 self.visit_reshape(node)
+            elif isinstance(module, nn.ZeroPad1d | nn.ZeroPad2d | nn.ConstantPad1d
+                            | nn.ConstantPad2d):
+                self.visit_pad(node, tuple(module.padding), "constant",
+                               float(getattr(module, "value", 0.0)))
             elif isinstance(module, _NOT_HOMOGENEOUS_MODULES):
                 raise _Skip(f"module '{name}' ({type(module).__name__}) is not positively "
                             "homogeneous: it breaks the rescaling symmetry")
@@ -334,7 +347,11 @@ class _Builder:
                 raise _Skip(f"{_describe(node)}: functional layers are not supported; "
                             "use nn.Linear / nn.Conv / nn.BatchNorm modules")
             elif target is operator.getitem:
-                raise _Skip(f"{_describe(node)}: indexing or slicing a tensor is not supported")
+                self.visit_select(node)
+            elif target is F.pad:
+                bound = _bind(node, ("input", "pad", "mode", "value"))
+                self.visit_pad(node, bound.get("pad"), bound.get("mode", "constant"),
+                               bound.get("value"))
             else:
                 raise _Skip(f"{_describe(node)}: operation {_callable_name(target)} is not "
                             "supported by pathcond's rescaling graph")
@@ -477,7 +494,7 @@ class _Builder:
             raise _Skip(f"{_describe(node)}: residual addition of shapes {tuple(la.shape)} and "
                         f"{tuple(lb.shape)}; broadcasting is not supported")
         self.tie(la, lb)
-        self.add_op(node, "add", args, la.clone())
+        self.add_op(node, "add", args, torch.where(la == ZERO, lb, la))
 
     def visit_scale(self, node: fx.Node, *, divide: bool) -> None:
         tensors = [a for a in node.args if isinstance(a, fx.Node)]
@@ -488,6 +505,48 @@ class _Builder:
         factor = float(numbers[0])
         factor = 1.0 / factor if divide else factor
         self.add_op(node, "scale", tensors, self.labels[self.node_op[tensors[0]]], factor=factor)
+
+    def visit_select(self, node: fx.Node) -> None:
+        """``x[index]`` with a static index (ints, slices, ``None``, ``...``, lists of ints)
+        that leaves the batch dimension whole: the selected units, moved (the others drop
+        out of this branch)."""
+        src = node.args[0]
+        index: Any = node.args[1]
+        if not isinstance(src, fx.Node) or self.shape_of(src) is None:
+            raise _Skip(f"{_describe(node)}: indexing a value that is not a tensor")
+        if any(isinstance(i, fx.Node) for i in _flatten_args(index)) or any(
+                isinstance(i, torch.Tensor) for i in _flatten_args(index)):
+            raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
+                        "static indices (ints, slices, None, ..., lists of ints)")
+        labels = self.labels[self.node_op[src]]
+        batch = torch.arange(2).reshape(2, *([1] * labels.dim())).expand(2, *labels.shape)
+        try:
+            picked = batch[index]
+            out = labels.unsqueeze(0).expand(2, *labels.shape)[index]
+        except (IndexError, TypeError, ValueError) as exc:
+            raise _Skip(f"{_describe(node)}: index {index!r} is not supported: {exc}") from None
+        whole = picked.dim() > 0 and picked.shape[0] == 2 and bool(
+            (picked[0] == 0).all()) and bool((picked[1] == 1).all())
+        if not whole:
+            raise _Skip(f"{_describe(node)}: indexing the batch dimension mixes or drops "
+                        "samples; index the per-sample dimensions only (x[:, ...])")
+        self.add_op(node, "select", [src], out[0].clone(), index=index)
+
+    def visit_pad(self, node: fx.Node, pad: Any, mode: Any, value: Any) -> None:
+        """Constant zero padding (``F.pad``, ``nn.ZeroPad*``, ``nn.ConstantPad*`` with value
+        0): new entries hold no unit; negative amounts crop."""
+        src = self.single_input(node)
+        if mode != "constant" or value not in (None, 0, 0.0):
+            raise _Skip(f"{_describe(node)}: only zero padding (mode 'constant', value 0) is "
+                        f"positively homogeneous; got mode {mode!r}, value {value!r}")
+        labels = self.labels[self.node_op[src]]
+        if (not isinstance(pad, list | tuple) or not all(
+                isinstance(p, int) and not isinstance(p, bool) for p in pad)
+                or len(pad) % 2 or len(pad) // 2 > labels.dim()):
+            raise _Skip(f"{_describe(node)}: padding {pad!r} must be an even number of ints, "
+                        "at most two per per-sample dimension")
+        out = F.pad(labels, tuple(pad), value=ZERO)
+        self.add_op(node, "pad", [src], out, pad=tuple(pad))
 
     def visit_mean(self, node: fx.Node) -> None:
         src = self.single_input(node)
@@ -512,7 +571,22 @@ class _Builder:
         self.add_op(node, "mean", [src], out, dims=tuple(sample_dims), keepdim=keepdim)
 
     # -------------------------------------------------------------- finishing
+    def _tie_unused_units(self) -> None:
+        """Units no later layer and no output reads (all sliced away) carry nothing: nothing
+        depends on their scale, so they are not rescaled (tied to ``FIXED``)."""
+        if not self.layers:
+            return
+        roots = self.uf.roots()
+        used = torch.zeros(len(roots), dtype=torch.bool)
+        for d in self.layers:
+            cols = d.col_units.reshape(-1)
+            used[roots[cols[cols != ZERO]]] = True
+        for d in self.layers:
+            for u in d.row_units[~used[roots[d.row_units]]].tolist():
+                self.uf.union(FIXED, u)
+
     def finish(self) -> RescalingGraph:
+        self._tie_unused_units()
         roots = self.uf.roots()
         fixed_root = int(roots[FIXED])
         row_roots = [roots[d.row_units] for d in self.layers]
@@ -538,8 +612,9 @@ class _Builder:
         for d, r in zip(self.layers, row_roots, strict=True):
             layer = self._layer(d, group_of_root[r])
             # columns refer to units of earlier layers, all resolved above
-            final.append(Layer(**{**layer.__dict__,
-                                  "col_groups": group_of_root[roots[d.col_units]]}))
+            cols = torch.where(d.col_units == ZERO, FIXED, d.col_units)  # a zero feeds
+            final.append(Layer(**{**layer.__dict__,                       # no path
+                                  "col_groups": group_of_root[roots[cols]]}))
         return RescalingGraph(
             ops=tuple(self.ops), layers=tuple(final), layer_of_op=dict(self.layer_of_op),
             output_ops=tuple(self.output_ops), input_shape=self.input_shape,

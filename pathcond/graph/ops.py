@@ -20,6 +20,8 @@ OpKind = Literal[
     "add",
     "scale",
     "mean",
+    "select",
+    "pad",
 ]
 
 

@@ -14,11 +14,19 @@ from .catalog import NOT_HOMOGENEOUS_MODULES
 
 
 class _LeafTracer(fx.Tracer):
-    """Keeps every module without children, and every module known to break the symmetry,
-    as a single call, whatever its package."""
+    """Keeps as a single call every module known to break the symmetry, every torch.nn
+    module without children, and every other module without children that holds
+    parameters or buffers; a parameter-free module of the user's (a shortcut written as a
+    module, a ``LambdaLayer``) is traced through, so that the operations it does are seen."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return len(list(m.children())) == 0 or isinstance(m, NOT_HOMOGENEOUS_MODULES)
+        if isinstance(m, NOT_HOMOGENEOUS_MODULES):
+            return True
+        if any(True for _ in m.children()):
+            return False
+        from_torch = type(m).__module__.startswith("torch.")
+        holds_state = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+        return from_torch or holds_state
 
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

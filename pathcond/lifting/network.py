@@ -2,9 +2,10 @@
 
 Same DAG as the model, every parameter replaced by ``|theta|^q``, ReLU by the identity,
 max-pool by sum-pool over the same window, pooling coefficients raised to the power ``q``,
-input all ones. The sum of its outputs is ``N = sum_p |Phi_p|^q``: the squared L2 path-norm
-for ``q = 2`` (whose gradient in ``s = theta^2`` is the path magnitude diagonal), the L1
-path-norm for ``q = 1``, the number of paths for ``q = 0``.
+indexing and zero-padding as they are, input all ones. The sum of its outputs is
+``N = sum_p |Phi_p|^q``: the squared L2 path-norm for ``q = 2`` (whose gradient in
+``s = theta^2`` is the path magnitude diagonal), the L1 path-norm for ``q = 1``, the number
+of paths for ``q = 0``.
 
 Activations are renormalised after every operation and the scale kept as a log, so ``log N``
 is exact even where ``N`` itself overflows float64.
@@ -189,6 +190,11 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
         elif op.kind == "scale":
             factor = abs(op.attrs["factor"]) ** power
             out = _Scaled(ins[0].value * factor, ins[0].exponent)
+        elif op.kind == "select":  # the same entries, moved: edges of coefficient 1
+            x = ins[0].value
+            out = _Scaled(x[op.attrs["index"]], ins[0].exponent)
+        elif op.kind == "pad":  # the new entries are zeros, on no path
+            out = _Scaled(F.pad(ins[0].value, op.attrs["pad"]), ins[0].exponent)
         elif op.kind == "add":
             parts, top = _aligned(ins)
             out = _Scaled(parts[0] + parts[1], top).normalised()

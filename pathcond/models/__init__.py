@@ -3,6 +3,7 @@
 from pathcond.models.alexnet import AlexNet, alexnet
 from pathcond.models.autoencoder import MnistAutoencoder, autoencoder_widths
 from pathcond.models.cifar_nv import CifarNV
+from pathcond.models.cifar_resnet import CifarResNet, cifar_resnet
 from pathcond.models.counting import (
     count_hidden_units,
     count_parameters,
@@ -36,6 +37,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarNV",
+    "CifarResNet",
     "MnistAutoencoder",
     "ModelSpec",
     "OneNeuron",
@@ -43,6 +45,7 @@ __all__ = [
     "alexnet",
     "autoencoder_widths",
     "available_models",
+    "cifar_resnet",
     "count_hidden_units",
     "count_parameters",
     "get_model",

@@ -18,6 +18,7 @@ from pathcond.errors import ConfigError
 from pathcond.models.alexnet import alexnet
 from pathcond.models.autoencoder import MNIST_PIXELS, MnistAutoencoder
 from pathcond.models.cifar_nv import CifarNV
+from pathcond.models.cifar_resnet import cifar_resnet
 from pathcond.models.mlp import MLP, mlp_bn
 from pathcond.models.resnet import resnet18, resnet34, resnet50, tiny_resnet
 from pathcond.models.toy import OneNeuron
@@ -77,6 +78,9 @@ MODELS: dict[str, ModelSpec] = {
     ),
     "one_neuron": ModelSpec(OneNeuron, lambda kw: (1,), "Fig 1 toy x -> v*relu(w*x)"),
     "tiny_resnet": ModelSpec(tiny_resnet, _image(32), "few-channel CIFAR-stem ResNet for tests"),
+    "cifar_resnet": ModelSpec(cifar_resnet, _image(32),
+                              "He et al. CIFAR ResNet-20/32/44/56/110 (depth=6n+2), option-A "
+                              "shortcuts"),
 }
 
 

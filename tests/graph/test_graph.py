@@ -762,3 +762,50 @@ def test_compile_and_data_parallel_wrappers_name_the_module_to_pass() -> None:
     assert report.am_gm_after < report.am_gm_before
     assert not torch.equal(model.layers[0].weight, weight)
     torch.testing.assert_close(compiled(x), before, rtol=1e-10, atol=1e-12)
+
+
+class _Lambda(nn.Module):
+    """A user's parameter-free module wrapping a function (the popular CIFAR ResNet code
+    writes its option-A shortcut this way): traced through, not kept as an unknown leaf."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def test_a_parameter_free_user_module_is_traced_through() -> None:
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                          _Lambda(lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 1, 2))),
+                          nn.Conv2d(6, 2, 1), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
+    graph = rescaling_graph(model, (2, 5, 5))
+    assert graph.num_groups == 3 + 2
+    assert [op.kind for op in graph.ops].count("select") == 1
+    assert [op.kind for op in graph.ops].count("pad") == 1
+
+
+def test_units_sliced_away_are_not_rescaled() -> None:
+    """Units that reach nothing: their scale changes nothing, they are in no group."""
+    model = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), _Lambda(lambda h: h[:, 1:3]),
+                          nn.Linear(2, 2))
+    graph = rescaling_graph(model, (3,))
+    assert graph.layers[0].row_groups.tolist() == [-1, 0, 1, -1, -1]
+    assert graph.num_hidden_units == 2
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (lambda h: h[0:1], "batch dimension"),
+    (lambda h: h[[1, 0]], "batch dimension"),
+    (lambda h: h[0], "batch dimension"),
+    (lambda h: h[:, torch.tensor([0, 1])], "used directly"),  # a tensor constant
+    (lambda h: h[h > 0], "_operator.gt"),
+    (lambda h: F.pad(h, (1, 1), value=1.0), "only zero padding"),
+    (lambda h: F.pad(h.unsqueeze(1), (1, 1), mode="reflect").flatten(1), "only zero padding"),
+    (lambda h: F.pad(h, (1, 1, 0, 0)), "at most two per per-sample dimension"),  # batch
+])
+def test_indexing_and_padding_that_break_the_symmetry_are_refused(fn, match: str) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.LazyLinear(2))
+    with pytest.raises(UnsupportedModelError, match=match):
+        rescaling_graph(model, (3,))

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -466,6 +467,67 @@ def pointwise_strided_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class SliceAndPad(nn.Module):
+    """Static indexing and zero-padding of hidden features: a slice (units 0 and 4 of fc1
+    reach nothing), a list index repeating a unit, zero padding on both sides."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 5)
+        self.fc2 = nn.Linear(6, 3, bias=False)
+        self.fc3 = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(x))[:, 1:4]
+        h = torch.cat([h, h[:, [2, 0, 2]]], dim=1)
+        h = F.relu(self.fc2(h))
+        return self.fc3(F.pad(h, (1, 1)))
+
+
+def slice_and_pad_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    x = g.input((3,))
+    h = g.select(g.relu(g.linear(x, model, "fc1")), np.s_[1:4])
+    h = g.cat([h, g.select(h, [2, 0, 2])], 0)
+    h = g.relu(g.linear(h, model, "fc2"))
+    g.output(g.linear(g.zero_pad(h, (1, 1)), model, "fc3"))
+    return g
+
+
+class OptionAShortcut(nn.Module):
+    """The CIFAR ResNet's "option A" downsampling block (He et al. 2016): the shortcut is the
+    input subsampled by a strided slice and zero-padded with new channels; then a spatial
+    ZeroPad2d, a crop by negative padding and an Ellipsis slice before the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 2, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.conv1 = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(3, 4, 1)
+        self.pad = nn.ZeroPad2d((1, 0, 0, 1))
+        self.fc = nn.Linear(4 * 3 * 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.stem(x)))                       # (2, 3, 3)
+        h = self.conv2(F.relu(self.conv1(x)))                   # (4, 2, 2)
+        short = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 1, 1))    # (4, 2, 2)
+        h = self.pad(F.relu(h + short))                         # (4, 3, 3)
+        h = F.pad(h, (-1, 0))[..., ::2]                         # (4, 3, 1)
+        return self.fc(h.flatten(1))
+
+
+def option_a_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    x = g.relu(g.conv(g.input((1, 4, 4)), model, "stem", "bn"))
+    h = g.conv(g.relu(g.conv(x, model, "conv1")), model, "conv2")
+    short = g.zero_pad(g.select(x, np.s_[:, ::2, ::2]), (0, 0, 0, 0, 1, 1))
+    h = g.zero_pad(g.relu(g.add(h, short)), (1, 0, 0, 1))
+    h = g.select(g.zero_pad(h, (-1, 0)), np.s_[..., ::2])
+    g.output(g.linear(h.reshape(-1), model, "fc"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -492,6 +554,8 @@ CASES: dict[str, Case] = {
     "two_outputs": Case(TwoOutputs, two_outputs_dag, (3,)),
     "dilated_maxpool_ceil": Case(DilatedMaxPool, dilated_maxpool_dag, (1, 9)),
     "pointwise_strided": Case(PointwiseStrided, pointwise_strided_dag, (1, 3, 4)),
+    "slice_and_pad": Case(SliceAndPad, slice_and_pad_dag, (3,)),
+    "option_a_shortcut": Case(OptionAShortcut, option_a_dag, (1, 4, 4)),
 }
 
 

@@ -13,6 +13,7 @@ from pathcond.errors import ConfigError
 from pathcond.models import (
     MLP,
     CifarNV,
+    CifarResNet,
     MnistAutoencoder,
     OneNeuron,
     available_models,
@@ -37,6 +38,7 @@ ALL_NAMES = [
     "mnist_autoencoder",
     "one_neuron",
     "tiny_resnet",
+    "cifar_resnet",
 ]
 
 # SPEC section 6, Table 1: (parameters, hidden units).
@@ -70,6 +72,7 @@ OUTPUT_DIM = {
     "mnist_autoencoder": 784,
     "one_neuron": 1,
     "tiny_resnet": 10,
+    "cifar_resnet": 10,
 }
 
 
@@ -397,3 +400,43 @@ def test_model_input_shape_refuses_non_positive_sizes(name: str) -> None:
     kwargs = {"in_features": 0} if name == "mlp_bn" else {"in_channels": 0}
     with pytest.raises(ConfigError, match="every size must be a positive integer"):
         model_input_shape(name, **kwargs)
+
+
+# He et al. (2016) CIFAR ResNets with option-A shortcuts, n blocks per stage: the
+# parameters in closed form (stem 464, stage 1 4,672 per block, stage 2 13,952 +
+# 18,560 (n - 1), stage 3 55,552 + 73,984 (n - 1), fc 650), the figures commonly quoted.
+CIFAR_RESNET_PARAMETERS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018,
+                           110: 1_727_962}
+
+
+@pytest.mark.parametrize("depth", sorted(CIFAR_RESNET_PARAMETERS))
+def test_cifar_resnet_counts(depth: int) -> None:
+    n = (depth - 2) // 6
+    model = get_model("cifar_resnet", depth=depth)
+    assert isinstance(model, CifarResNet)
+    closed_form = 464 + 4_672 * n + 13_952 + 18_560 * (n - 1) + 55_552 + 73_984 * (n - 1) + 650
+    assert count_parameters(model) == closed_form == CIFAR_RESNET_PARAMETERS[depth]
+    assert count_hidden_units(model) == 16 + 224 * n
+    assert len(unit_layers_in_forward_order(model)) == depth  # weighted layers, fc included
+
+
+@pytest.mark.parametrize("depth", [20, 14])
+def test_cifar_resnet_shortcuts_tie_the_padded_stages(depth: int) -> None:
+    """Every residual-stream channel ends in one of the 64 channels of stage 3 (the
+    option-A shortcut adds stage 2's channel c to stage 3's channel c + 16, and stage 1's to
+    stage 2's c + 8); every block's first convolution has its own 16/32/64 groups."""
+    import pathcond
+
+    n = (depth - 2) // 6
+    graph = pathcond.rescaling_graph(get_model("cifar_resnet", depth=depth), (3, 32, 32))
+    assert graph.num_groups == 64 + 112 * n
+    assert graph.num_hidden_units == 16 + 224 * n
+    stem = graph.layers[0]
+    last = next(layer for layer in graph.layers if layer.name == f"layer3.{n - 1}.conv2")
+    assert torch.equal(stem.row_groups, last.row_groups[24:40])
+
+
+@pytest.mark.parametrize("depth", [0, 19, 21, 2])
+def test_cifar_resnet_refuses_other_depths(depth: int) -> None:
+    with pytest.raises(ConfigError, match="6n \\+ 2"):
+        get_model("cifar_resnet", depth=depth)

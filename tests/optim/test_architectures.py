@@ -1,5 +1,6 @@
 """Every method on structures the random architectures do not draw: grouped and depthwise
-convolutions, bottleneck ResNets with downsampling, concatenation, BatchNorm everywhere."""
+convolutions, bottleneck ResNets with downsampling, concatenation, BatchNorm everywhere, the
+CIFAR ResNet's option-A shortcuts (strided slices zero-padded with new channels)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathcond.models import tiny_resnet
+from pathcond.models import cifar_resnet, tiny_resnet
 from pathcond.optim import GSGD, ENorm, GSpace, PathSGD, WeightFixing
 
 from .helpers import assert_same_function, rescaled, train
@@ -41,8 +42,11 @@ def models():
     torch.manual_seed(1)
     yield "bottleneck", tiny_resnet(widths=(2, 4), blocks=(1, 1), bottleneck=True).double(), \
         (3, 8, 8)
+    torch.manual_seed(2)
+    yield "option_a", cifar_resnet(8, widths=(2, 3, 5)).double(), (3, 8, 8)
 
 
+WHICH = ["grouped", "bottleneck", "option_a"]
 MAKERS = {
     "gsgd": lambda m, s: GSGD(m, s, lr=0.005, momentum=0.5),
     "gspace-adam": lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),
@@ -61,7 +65,7 @@ MAKERS["weightfix"] = _weightfix
 
 
 @pytest.mark.parametrize("name", list(MAKERS))
-@pytest.mark.parametrize("which", ["grouped", "bottleneck"])
+@pytest.mark.parametrize("which", WHICH)
 def test_invariant_training(which, name):
     _, model, shape = next((n, m, s) for n, m, s in models() if n == which)
     other = rescaled(model, shape, seed=3)
@@ -70,7 +74,7 @@ def test_invariant_training(which, name):
     assert_same_function(model, other, shape, rtol=1e-6)
 
 
-@pytest.mark.parametrize("which", ["grouped", "bottleneck"])
+@pytest.mark.parametrize("which", WHICH)
 def test_enorm_descends_and_keeps_function(which):
     _, model, shape = next((n, m, s) for n, m, s in models() if n == which)
     gen = torch.Generator().manual_seed(0)

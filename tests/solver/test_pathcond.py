@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import pathcond
+from pathcond.models import cifar_resnet
 from pathcond.rescale import build_problem
 from pathcond.solver import solve_block, solve_coordinate, solve_newton
 
@@ -57,6 +58,8 @@ CASES = {
     "mlp_nobias": (lambda: mlp([6, 4, 8, 3], bias=False), (6,)),
     "conv_pool": (conv_pool_net, (1, 6, 6)),
     "residual_bn": (ResidualBN, (2, 6, 6)),
+    # option-A shortcuts: strided slices and zero-padded channels tie across stages
+    "cifar_resnet": (lambda: cifar_resnet(8, 3, 2, widths=(2, 3, 5)), (2, 8, 8)),
 }
 
 
