@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
@@ -478,6 +479,13 @@ class Arch:
     head: str = "flatten"  # conv: "flatten" | "mean" | "adaptive"
     leaky: bool = False
     out: int = 2
+    # conv, per hidden layer with a residual block: 0 for an identity shortcut, or the number
+    # of channels the block adds, with an "option A" shortcut (x[:, :, ::2, ::2] zero-padded
+    # with that many channels) beside a stride-2 branch
+    widen: tuple[int, ...] = ()
+
+    def widening(self, i: int) -> int:
+        return self.widen[i] if self.widen else 0
 
     @property
     def has_batchnorm(self) -> bool:
@@ -509,16 +517,20 @@ class SpecNet(nn.Module):
                 body[f"p{i}"] = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
             if conv and arch.pool[i] != "none":
                 spatial = [-(-s // 2) for s in spatial]
+            wide = w + arch.widening(i)
             if arch.residual[i]:
                 if conv:
-                    body[f"r{i}a"] = nn.Conv2d(w, w, 3, padding=1, bias=arch.bias[i])
-                    body[f"r{i}b"] = nn.Conv2d(w, w, 3, padding=1, bias=arch.bias[i])
+                    stride = 2 if arch.widening(i) else 1
+                    body[f"r{i}a"] = nn.Conv2d(w, wide, 3, stride=stride, padding=1,
+                                               bias=arch.bias[i])
+                    body[f"r{i}b"] = nn.Conv2d(wide, wide, 3, padding=1, bias=arch.bias[i])
+                    spatial = [(s - 1) // stride + 1 for s in spatial]
                 else:
                     body[f"r{i}a"] = nn.Linear(w, w, bias=arch.bias[i])
                     body[f"r{i}b"] = nn.Linear(w, w, bias=arch.bias[i])
                 if arch.batchnorm[i]:
-                    body[f"r{i}bn"] = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(w)
-            width = w
+                    body[f"r{i}bn"] = (nn.BatchNorm2d if conv else nn.BatchNorm1d)(wide)
+            width = wide
         if conv and arch.head == "adaptive":
             body["pool"] = nn.AdaptiveAvgPool2d(1)
         features = width * math.prod(spatial) if conv and arch.head == "flatten" else width
@@ -540,6 +552,9 @@ class SpecNet(nn.Module):
                 h = self.body[f"r{i}b"](h)
                 if arch.batchnorm[i]:
                     h = self.body[f"r{i}bn"](h)
+                extra = arch.widening(i)
+                if extra:
+                    x = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, extra // 2, extra - extra // 2))
                 x = self.act(x + h)
         if arch.kind == "conv":
             if arch.head == "adaptive":
@@ -569,6 +584,10 @@ def spec_dag(model: SpecNet) -> UnitDAG:
         if arch.residual[i]:
             h = g.relu(layer(x, model, f"body.r{i}a"), slope)
             h = layer(h, model, f"body.r{i}b", f"body.r{i}bn" if arch.batchnorm[i] else None)
+            extra = arch.widening(i)
+            if extra:
+                x = g.zero_pad(g.select(x, np.s_[:, ::2, ::2]),
+                               (0, 0, 0, 0, extra // 2, extra - extra // 2))
             x = g.relu(g.add(x, h), slope)
     if conv:
         if arch.head == "adaptive":
@@ -611,15 +630,17 @@ def archs(draw, *, tiny: bool = False, allow_batchnorm: bool = True) -> Arch:
     residual = tuple(draw(st.booleans()) for _ in range(depth))
     if tiny and kind == "conv":  # a conv residual block multiplies paths by ~(9 w)^2
         residual = tuple(r and widths[i] == 1 for i, r in enumerate(residual))
-    pool = stride = ()
+    pool = stride = widen = ()
     head = "flatten"
     if kind == "conv":
         pool = tuple(draw(st.sampled_from(["none", "max", "avg"])) for _ in range(depth))
         stride = tuple(draw(st.sampled_from([1, 2])) for _ in range(depth))
         head = draw(st.sampled_from(["flatten", "mean", "adaptive"]))
+        # option-A blocks (tiny: at most one added channel, to keep paths enumerable)
+        widen = tuple(draw(st.integers(0, 1 if tiny else 2)) if r else 0 for r in residual)
     return Arch(kind=kind, in_shape=in_shape, widths=widths, bias=bias, batchnorm=bn,
                 residual=residual, pool=pool, stride=stride, head=head,
-                leaky=draw(st.booleans()), out=draw(st.integers(1, 3)))
+                leaky=draw(st.booleans()), out=draw(st.integers(1, 3)), widen=widen)
 
 
 __all__ = [

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from scipy.optimize import linear_sum_assignment
 
 import pathcond
@@ -80,8 +81,15 @@ def test_same_function_from_rescaled_start(arch, strategy):
     and from D theta computes the same functions."""
     model = build(arch, seed=9)
     other = rescaled(model, arch.in_shape, seed=10)
-    train(model, attached_sgd(model, arch.in_shape, strategy=strategy), arch.in_shape, 4)
-    train(other, attached_sgd(other, arch.in_shape, strategy=strategy), arch.in_shape, 4)
+    losses = train(model, attached_sgd(model, arch.in_shape, strategy=strategy),
+                   arch.in_shape, 4)
+    others = train(other, attached_sgd(other, arch.in_shape, strategy=strategy),
+                   arch.in_shape, 4)
+    # both runs diverge together or not at all (fixed weights set to +-1 can blow some nets
+    # up at this lr); functions are compared where the training did not diverge
+    assert [math.isfinite(v) for v in losses] == [math.isfinite(v) for v in others]
+    assume(all(math.isfinite(v) and v < 1e6 for v in losses))
+    assert others == pytest.approx(losses, rel=1e-6)
     assert_same_function(model, other, arch.in_shape, rtol=1e-6)
 
 
