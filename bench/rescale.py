@@ -60,9 +60,11 @@ from pathcond.solver import (  # noqa: E402
 )
 
 DEFAULT_MODELS = ("mlp", "cifar_nv", "resnet18", "resnet50")
-KNOWN_MODELS = (*DEFAULT_MODELS, "vgg16")
+KNOWN_MODELS = (*DEFAULT_MODELS, "vgg16", "cifar_resnet20", "cifar_resnet110")
 LABELS = {"mlp": "MLP 3072-500x6-10", "cifar_nv": "CIFAR-NV", "resnet18": "ResNet-18",
-          "resnet50": "ResNet-50", "vgg16": "VGG-16"}
+          "resnet50": "ResNet-50", "vgg16": "VGG-16",
+          "cifar_resnet20": "CIFAR ResNet-20 (option A)",
+          "cifar_resnet110": "CIFAR ResNet-110 (option A)"}
 SOLVERS = ("newton", "block", "coordinate")
 SOLVE = {"newton": solve_newton, "block": solve_block, "coordinate": solve_coordinate}
 TARGET_RATIO = 10.0
@@ -77,6 +79,9 @@ def build_model(name: str, device: torch.device) -> tuple[nn.Module, tuple[int, 
     if name == "mlp":
         model: nn.Module = MLP([3072] + [500] * 6 + [10])
         shape: tuple[int, ...] = (3072,)
+    elif name.startswith("cifar_resnet"):
+        model = get_model("cifar_resnet", depth=int(name.removeprefix("cifar_resnet")))
+        shape = tuple(model_input_shape("cifar_resnet"))
     else:
         model = get_model(name)
         shape = tuple(model_input_shape(name))
