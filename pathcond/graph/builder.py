@@ -38,8 +38,7 @@ _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     F.scaled_dot_product_attention: "attention", torch.matmul: "matmul", torch.bmm: "bmm",
     torch.exp: "exp", torch.log: "log",
 }
-_IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                     nn.AlphaDropout)
+_IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 _SUPPORTED_MODULES = (
     *_IDENTITY_MODULES, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
@@ -55,6 +54,17 @@ _STATIC_METHODS = {"size", "dim", "numel"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
 _ADD_METHODS = {"add", "add_", "sub", "sub_"}
 _MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
+# operations that write into their first argument and change its values
+_IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
+_IN_PLACE_METHODS = {"add_", "sub_", "mul_", "div_"}
+# operations whose result may share its first argument's memory (views, in-place ops)
+_ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "unflatten", "squeeze",
+                  "unsqueeze", "contiguous", "detach", "expand", "expand_as", "t",
+                  "transpose", "permute", "narrow", "relu_", "abs_", *_IN_PLACE_METHODS}
+_ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze,
+                    torch.unsqueeze, torch.narrow, *_IN_PLACE_FUNCTIONS}
+_ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
+                  nn.Dropout2d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
 
 _POOL_ARGS = {
@@ -134,6 +144,8 @@ class _Builder:
         self.bad: set[fx.Node] = set()
         self.module_calls: dict[str, int] = {}
         self.output_ops: list[int] = []
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.storage: dict[fx.Node, fx.Node] = {}
 
     # ----------------------------------------------------------------- helpers
     def problem(self, node: fx.Node, message: str) -> None:
@@ -482,7 +494,56 @@ class _Builder:
         self.add_op(node, "cat", [t for t in tensors if isinstance(t, fx.Node)], labels,
                     dim=dim - 1)
 
+    def storage_of(self, node: fx.Node) -> fx.Node:
+        """The node whose result owns the memory ``node``'s result may share (itself unless
+        ``node`` is a view or an in-place result of it)."""
+        if node not in self.storage:
+            base = node
+            first = node.args[0] if node.args else None
+            if isinstance(first, fx.Node):
+                alias = (
+                    (node.op == "call_function" and (
+                        node.target in _ALIAS_FUNCTIONS or bool(node.kwargs.get("inplace"))))
+                    or (node.op == "call_method" and str(node.target) in _ALIAS_METHODS)
+                    or (node.op == "call_module" and (
+                        isinstance(self.modules[str(node.target)], _ALIAS_MODULES)
+                        or bool(getattr(self.modules[str(node.target)], "inplace", False)))))
+                if alias:
+                    base = self.storage_of(first)
+            self.storage[node] = base
+        return self.storage[node]
+
+    def check_in_place(self, node: fx.Node) -> None:
+        """An in-place ``add_``, ``sub_``, ``mul_``, ``div_`` changes the memory of its first
+        argument: refused when that tensor, or a view sharing its memory made before, is
+        read again afterwards (the graph would read the old values). torch.fx records
+        ``h += y`` as ``h = h + y``: an arithmetic result nobody reads is refused as the
+        trace of such an update of a view; one into a view of a tensor read again later
+        cannot be told from ``v = v + y`` (docs/SPEC.md section 1)."""
+        target = node.args[0] if node.args else None
+        if not node.users:  # fx records `h += y` as `h + y`: unused, it wrote into a view
+            raise _Skip(f"{_describe(node)}: its result is never used, which is what an "
+                        "in-place update of a view (h[:, :2] += y, h.add_(y)) looks like to "
+                        "torch.fx; write it out of place (h = h + y)")
+        in_place = (node.op == "call_function" and node.target in _IN_PLACE_FUNCTIONS) or (
+            node.op == "call_method" and str(node.target) in _IN_PLACE_METHODS)
+        if not in_place or not isinstance(target, fx.Node):
+            return
+        root, here = self.storage_of(target), self.order[node]
+        for other in self.gm.graph.nodes:
+            if self.order[other] >= here:
+                break
+            if self.storage_of(other) is not root:
+                continue
+            late = [u for u in other.users if self.order[u] > here]
+            if late:
+                raise _Skip(f"{_describe(node)} changes '{target.name}' in place, and "
+                            f"'{other.name}', which shares its memory, is read again "
+                            f"afterwards (by '{late[0].name}'): write it out of place "
+                            "(h = h + y)")
+
     def visit_add(self, node: fx.Node) -> None:
+        self.check_in_place(node)
         args = [a for a in node.args if isinstance(a, fx.Node)]
         if len(node.args) != 2 or len(args) != 2 or any(self.shape_of(a) is None for a in args):
             raise _Skip(f"{_describe(node)}: adding a constant is not positively homogeneous; "
@@ -497,6 +558,7 @@ class _Builder:
         self.add_op(node, "add", args, torch.where(la == ZERO, lb, la))
 
     def visit_scale(self, node: fx.Node, *, divide: bool) -> None:
+        self.check_in_place(node)
         tensors = [a for a in node.args if isinstance(a, fx.Node)]
         numbers = [a for a in node.args if isinstance(a, int | float)]
         if len(tensors) != 1 or len(numbers) != 1 or (divide and node.args[0] is not tensors[0]):
@@ -514,10 +576,17 @@ class _Builder:
         index: Any = node.args[1]
         if not isinstance(src, fx.Node) or self.shape_of(src) is None:
             raise _Skip(f"{_describe(node)}: indexing a value that is not a tensor")
-        if any(isinstance(i, fx.Node) for i in _flatten_args(index)) or any(
-                isinstance(i, torch.Tensor) for i in _flatten_args(index)):
+        parts = list(_flatten_args(index))
+        parts += [b for p in parts if isinstance(p, slice) for b in (p.start, p.stop, p.step)]
+        if any(isinstance(i, fx.Node) for i in parts):
+            raise _Skip(f"{_describe(node)}: indices computed in forward (from a tensor or "
+                        "its shape) are not supported; write them as Python ints")
+        if any(isinstance(i, torch.Tensor) for i in parts):
             raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
                         "static indices (ints, slices, None, ..., lists of ints)")
+        if not _keeps_batch(index):
+            raise _Skip(f"{_describe(node)}: indexing the batch dimension mixes or drops "
+                        "samples; index the per-sample dimensions only (x[:, ...])")
         labels = self.labels[self.node_op[src]]
         batch = torch.arange(2).reshape(2, *([1] * labels.dim())).expand(2, *labels.shape)
         try:
@@ -540,6 +609,9 @@ class _Builder:
             raise _Skip(f"{_describe(node)}: only zero padding (mode 'constant', value 0) is "
                         f"positively homogeneous; got mode {mode!r}, value {value!r}")
         labels = self.labels[self.node_op[src]]
+        if isinstance(pad, list | tuple) and any(isinstance(p, fx.Node) for p in pad):
+            raise _Skip(f"{_describe(node)}: padding amounts computed in forward (from a "
+                        "tensor's shape) are not supported; write them as Python ints")
         if (not isinstance(pad, list | tuple) or not all(
                 isinstance(p, int) and not isinstance(p, bool) for p in pad)
                 or len(pad) % 2 or len(pad) // 2 > labels.dim()):
@@ -572,17 +644,30 @@ class _Builder:
 
     # -------------------------------------------------------------- finishing
     def _tie_unused_units(self) -> None:
-        """Units no later layer and no output reads (all sliced away) carry nothing: nothing
-        depends on their scale, so they are not rescaled (tied to ``FIXED``)."""
+        """Units on no path to an output (sliced away, or read only by such units) carry
+        nothing: nothing depends on their scale, so they are not rescaled (tied to
+        ``FIXED``). A group is live when the output reads it, or a live row of a later layer
+        does; found by sweeping the layers backwards until nothing changes."""
         if not self.layers:
             return
         roots = self.uf.roots()
-        used = torch.zeros(len(roots), dtype=torch.bool)
+        live = torch.zeros(len(roots), dtype=torch.bool)
+        live[roots[FIXED]] = True  # output units (and the inputs)
+        changed = True
+        while changed:
+            changed = False
+            for d in reversed(self.layers):
+                rows = live[roots[d.row_units]]
+                if not bool(rows.any()):
+                    continue
+                cols = d.col_units if d.col_units.shape[0] == 1 else d.col_units[rows]
+                cols = cols.reshape(-1)
+                reached = roots[cols[cols != ZERO]]
+                if not bool(live[reached].all()):
+                    live[reached] = True
+                    changed = True
         for d in self.layers:
-            cols = d.col_units.reshape(-1)
-            used[roots[cols[cols != ZERO]]] = True
-        for d in self.layers:
-            for u in d.row_units[~used[roots[d.row_units]]].tolist():
+            for u in d.row_units[~live[roots[d.row_units]]].tolist():
                 self.uf.union(FIXED, u)
 
     def finish(self) -> RescalingGraph:
@@ -653,14 +738,40 @@ def _callable_name(target: Any) -> str:
     return f"{module}.{name}" if module else name
 
 
+def _inside(node: fx.Node) -> str:
+    """`` in module 'path' (Type)`` for an operation done inside a module the tracer went
+    through (fx records the stack of modules), else empty."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return ""
+    entry = list(stack.values())[-1]
+    if not isinstance(entry, tuple) or len(entry) != 2 or not entry[0]:
+        return ""
+    path, kind = entry
+    return f" in module '{path}' ({getattr(kind, '__name__', kind)})"
+
+
 def _describe(node: fx.Node) -> str:
     if node.op == "call_module":
         return f"module '{node.target}'"
     if node.op == "call_method":
-        return f"operation '.{node.target}()' (node '{node.name}')"
+        return f"operation '.{node.target}()' (node '{node.name}'{_inside(node)})"
     if node.op == "call_function":
-        return f"operation '{_callable_name(node.target)}' (node '{node.name}')"
+        return f"operation '{_callable_name(node.target)}' (node '{node.name}'{_inside(node)})"
     return f"node '{node.name}'"
+
+
+def _keeps_batch(index: Any) -> bool:
+    """Whether ``x[index]`` leaves the batch dimension (the first) whole and first: its
+    index component is ``:`` (step 1), or a leading ``...`` standing for it."""
+    parts = index if isinstance(index, tuple) else (index,)
+    if not parts:
+        return True
+    first = parts[0]
+    if first is Ellipsis:
+        return True  # the per-sample check in visit_select sees a moved or resized batch
+    return isinstance(first, slice) and first.start in (None, 0) and first.stop is None \
+        and first.step in (None, 1)
 
 
 def _tuple(value: Any, dims: int) -> tuple[int, ...]:

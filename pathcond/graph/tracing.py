@@ -14,19 +14,77 @@ from .catalog import NOT_HOMOGENEOUS_MODULES
 
 
 class _LeafTracer(fx.Tracer):
-    """Keeps as a single call every module known to break the symmetry, every torch.nn
-    module without children, and every other module without children that holds
-    parameters or buffers; a parameter-free module of the user's (a shortcut written as a
-    module, a ``LambdaLayer``) is traced through, so that the operations it does are seen."""
+    """Keeps as a single call every module known to break the symmetry, every torch module
+    without children (and a user's subclass of one), and every module holding its own
+    parameters or buffers; containers (an empty ``nn.Sequential`` is an identity) and a
+    user's parameter-free modules (a shortcut written as a module, a ``LambdaLayer``) are
+    traced through, so that the operations they do are seen. ``inside`` is the stack of
+    modules being traced through, for error messages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside: list[tuple[str, str]] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, NOT_HOMOGENEOUS_MODULES):
             return True
+        if isinstance(m, nn.Sequential | nn.ModuleList | nn.ModuleDict):
+            return False
         if any(True for _ in m.children()):
             return False
-        from_torch = type(m).__module__.startswith("torch.")
+        from_torch = any(c.__module__.startswith("torch.") for c in type(m).__mro__
+                         if c not in (nn.Module, object))
         holds_state = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
         return from_torch or holds_state
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        if self.is_leaf_module(m, ""):
+            return super().call_module(m, forward, args, kwargs)
+        self.inside.append((self.path_of_module(m), type(m).__name__))
+        result = super().call_module(m, forward, args, kwargs)
+        self.inside.pop()
+        return result
+
+
+def _signature(graph: fx.Graph) -> list[tuple[str, str, str]]:
+    """The operations of ``graph`` with nodes named by position (tensor constants are
+    named anew at every trace), to compare two traces."""
+    position = {n: i for i, n in enumerate(graph.nodes)}
+
+    def arg(a: Any) -> Any:
+        if isinstance(a, fx.Node):
+            return f"%{position[a]}"
+        if isinstance(a, list | tuple):
+            return type(a)(arg(v) for v in a)
+        if isinstance(a, dict):
+            return {k: arg(v) for k, v in a.items()}
+        return a
+
+    return [(n.op, "constant" if n.op == "get_attr" else str(n.target),
+             repr((arg(n.args), arg(n.kwargs)))) for n in graph.nodes]
+
+
+def _trace_graph(model: nn.Module, training: bool) -> tuple[fx.Graph, list[Any]]:
+    """fx graph of ``model`` traced with every module's flag set to ``training`` (flags
+    restored), and its signature (to compare two modes)."""
+    flags = {m: m.training for m in model.modules()}
+    tracer = _LeafTracer()
+    try:
+        model.train(training)
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types; all mean "cannot follow this model"
+        where = ""
+        if tracer.inside:
+            name, kind = tracer.inside[-1]
+            where = f" (inside module '{name}' ({kind}))" if name else ""
+        raise UnsupportedModelError(
+            f"torch.fx could not trace {type(model).__name__}{where}: {_first_line(exc)}. "
+            "Data-dependent control flow is not supported."
+        ) from exc
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+    return graph, _signature(graph)
 
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -74,6 +132,13 @@ class _ShapeRecorder(fx.Interpreter):
         return super().call_module(target, args, kwargs)
 
 
+def _drop_new_attributes(model: nn.Module, before: set[str]) -> None:
+    """Remove the tensor constants fx stores on the traced model (``_tensor_constant0``)."""
+    for name in set(vars(model)) - before:
+        if name.startswith("_tensor_constant"):
+            delattr(model, name)
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -107,14 +172,17 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
             f"{type(model).__name__} has no submodules: pathcond follows the layers a model "
             "calls as submodules (nn.Linear, nn.Conv2d, ...); wrap a single layer as "
             "nn.Sequential(layer)")
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception as exc:  # fx raises many types; all mean "cannot follow this model"
+    attributes = set(vars(model))
+    graph, signature = _trace_graph(model, training=False)
+    if _trace_graph(model, training=True)[1] != signature:
+        _drop_new_attributes(model, attributes)
         raise UnsupportedModelError(
-            f"torch.fx could not trace {type(model).__name__}: {exc}. "
-            "Data-dependent control flow is not supported."
-        ) from exc
-    gm = fx.GraphModule(model, graph)
+            f"{type(model).__name__}.forward does different operations in train and eval "
+            "mode (a branch on self.training in a module pathcond traces through): the "
+            "rescaling must hold in both; move that operation into a module of its own or "
+            "drop the branch")
+    gm = fx.GraphModule(model, graph)  # copies the tensor constants fx set on the model
+    _drop_new_attributes(model, attributes)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnsupportedModelError(

@@ -809,3 +809,136 @@ def test_indexing_and_padding_that_break_the_symmetry_are_refused(fn, match: str
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.LazyLinear(2))
     with pytest.raises(UnsupportedModelError, match=match):
         rescaling_graph(model, (3,))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda h: h[:2], lambda h: h[-2:], lambda h: h[0:2], lambda h: h[[0, 1]],
+    lambda h: h[[0, 1], [0, 1]].unsqueeze(1), lambda h: h[[0, 1], 0].unsqueeze(1),
+], ids=["[:2]", "[-2:]", "[0:2]", "[[0,1]]", "diagonal", "[[0,1],0]"])
+def test_indexing_that_a_batch_of_two_hides_is_refused(fn) -> None:
+    """Shapes are recorded with a batch of 2: these indices keep 2 samples there, yet drop
+    or mix samples of any other batch."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.LazyLinear(1))
+    model(torch.zeros(2, 3))
+    with pytest.raises(UnsupportedModelError, match="batch dimension"):
+        rescaling_graph(model, (3,))
+
+
+class _TorchvisionBlock(nn.Module):
+    """`out += identity` and an in-place ReLU, as torchvision writes its blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 2)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.relu(self.a(x))
+        out = self.b(identity)
+        out += identity
+        return self.c(self.relu(out))
+
+
+class _StaleRead(nn.Module):
+    """An in-place update, then the old tensor read again (`how` says which update)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 2), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, y = torch.relu(self.a(x)), torch.relu(self.b(x))
+        v = h[:, 2:]
+        if self.how == "view +=":
+            w = h[:, :2]
+            w += y  # fx: an unused w + y
+        elif self.how == "slice +=":
+            h[:, :2] += y  # fx cannot trace item assignment
+        else:
+            v = h[:, :2].add_(y)
+        return self.c(torch.cat([h, v], 1))
+
+
+def test_in_place_updates_are_followed_where_nothing_reads_the_old_values() -> None:
+    torch.manual_seed(0)
+    model = _TorchvisionBlock().double()
+    graph = rescaling_graph(model, (3,))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    before = model(x)
+    pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups, dtype=torch.float64))
+    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
+    # (`old = h; h += y; read old` is traced by fx as `h = h + y`: not detectable, documented)
+    for how, match in (("view +=", "out of place"), ("add_ then read", "out of place"),
+                       ("slice +=", "item assignment")):
+        with pytest.raises(UnsupportedModelError, match=match):
+            rescaling_graph(_StaleRead(how), (3,))
+
+
+class _GaussianNoise(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.5 * torch.randn_like(x) if self.training else x
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_a_branch_on_training_in_a_traced_module_is_refused_in_both_modes(train: bool) -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _GaussianNoise(), nn.Linear(8, 2))
+    model.train(train)
+    with pytest.raises(UnsupportedModelError, match="train and eval mode"):
+        rescaling_graph(model, (4,))
+    assert model.training is train
+
+
+class _MyUnflatten(nn.Unflatten):
+    """A user's subclass of a torch module: still that torch module to the tracer."""
+
+
+def test_torch_module_subclasses_and_empty_sequential_shortcuts() -> None:
+    """An empty nn.Sequential is the identity shortcut of a popular CIFAR ResNet code."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 3, padding=1)
+            self.shortcut = nn.Sequential()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.conv(x)
+            out += self.shortcut(x)
+            return F.relu(out)
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), Block(), nn.Flatten(),
+                          _MyUnflatten(1, (2, 16)), nn.Flatten(), nn.Linear(32, 2))
+    graph = rescaling_graph(model, (1, 4, 4))
+    assert graph.num_groups == 2  # the stem's channels, tied to the block's by the shortcut
+    assert not hasattr(model, "_tensor_constant0")
+
+
+def test_an_operation_inside_a_traced_module_names_the_module() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), _Lambda(lambda h: h.clamp(min=0.1)), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModelError, match=r"in module '1' \(_Lambda\)"):
+        rescaling_graph(model, (3,))
+    with pytest.raises(UnsupportedModelError, match="computed in forward"):
+        rescaling_graph(nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
+                                      _Lambda(lambda h: h[:, : h.size(1) // 2]),
+                                      nn.Linear(2, 2)), (3,))
+    with pytest.raises(UnsupportedModelError, match="not positively homogeneous"):
+        rescaling_graph(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.AlphaDropout(0.2),
+                                      nn.Linear(4, 2)), (3,))
+
+
+def test_units_read_only_by_units_that_reach_nothing_are_not_rescaled() -> None:
+    """fc a feeds only fc b, whose units are all sliced away: neither is rescaled."""
+
+    class DeadChain(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            g = torch.relu(self.b(torch.relu(self.a(x))))
+            return self.c(torch.cat([x, g], 1)[:, :3])
+
+    graph = rescaling_graph(DeadChain(), (3,))
+    assert graph.num_groups == 0
+    assert pathcond.num_paths(DeadChain(), (3,)) == 2 * 4
