@@ -25,7 +25,7 @@ from ..errors import UnsupportedModelError
 from .catalog import NOT_HOMOGENEOUS_MODULES as _NOT_HOMOGENEOUS_MODULES
 from .ops import Layer, Op, OpKind
 from .rescaling_graph import RescalingGraph
-from .tracing import trace
+from .tracing import overrides_torch_forward, trace
 
 FIXED = 0
 ZERO = -1
@@ -62,7 +62,8 @@ _ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "unflatten", "squeeze
                   "unsqueeze", "contiguous", "detach", "expand", "expand_as", "t",
                   "transpose", "permute", "narrow", "relu_", "abs_", *_IN_PLACE_METHODS}
 _ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze,
-                    torch.unsqueeze, torch.narrow, *_IN_PLACE_FUNCTIONS}
+                    torch.unsqueeze, torch.narrow, F.dropout, F.dropout1d, F.dropout2d,
+                    torch.dropout, *_IN_PLACE_FUNCTIONS}
 _ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
                   nn.Dropout2d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
@@ -263,6 +264,21 @@ class _Builder:
     def visit_module(self, node: fx.Node) -> None:
         name = str(node.target)
         module = self.modules[name]
+        if overrides_torch_forward(module):
+            base = next(c for c in type(module).__mro__ if c.__module__.startswith("torch."))
+            self.problem(node, f"module '{name}' ({type(module).__name__}) has a forward of "
+                               f"its own, not that of {base.__name__}: pathcond cannot follow "
+                               "it (use the torch module, or a module without parameters)")
+            return
+        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.BatchNorm1d
+                      | nn.BatchNorm2d) and (
+                not isinstance(getattr(module, "weight", None), nn.Parameter | None)
+                or module._forward_pre_hooks):
+            self.problem(node, f"module '{name}' ({type(module).__name__}) computes its weight "
+                               "in forward (weight_norm, spectral_norm, a parametrization or "
+                               "a pre-hook): its parameters are not the weight pathcond "
+                               "rescales; remove it (torch.nn.utils.remove_weight_norm)")
+            return
         if any(True for _ in module.parameters(recurse=False)):
             self.module_calls[name] = self.module_calls.get(name, 0) + 1
             if self.module_calls[name] > 1:
@@ -513,29 +529,45 @@ class _Builder:
             self.storage[node] = base
         return self.storage[node]
 
+    def is_version(self, node: fx.Node) -> bool:
+        """Whether ``node`` is the result of an in-place operation (the tensor it changed,
+        in its new state, not a view of it)."""
+        if node.op == "call_function":
+            return node.target in _IN_PLACE_FUNCTIONS or bool(node.kwargs.get("inplace"))
+        if node.op == "call_method":
+            return str(node.target) in (*_IN_PLACE_METHODS, "relu_", "abs_")
+        if node.op == "call_module":
+            return bool(getattr(self.modules[str(node.target)], "inplace", False))
+        return False
+
     def check_in_place(self, node: fx.Node) -> None:
         """An in-place ``add_``, ``sub_``, ``mul_``, ``div_`` changes the memory of its first
-        argument: refused when that tensor, or a view sharing its memory made before, is
-        read again afterwards (the graph would read the old values). torch.fx records
-        ``h += y`` as ``h = h + y``: an arithmetic result nobody reads is refused as the
-        trace of such an update of a view; one into a view of a tensor read again later
-        cannot be told from ``v = v + y`` (docs/SPEC.md section 1)."""
+        argument: later reads of that tensor read the result (fx's graph is rewired so), and
+        it is refused when a view sharing the memory, made before, is read afterwards (the
+        graph would read the old values). torch.fx records ``h += y`` as ``h = h + y``: an
+        arithmetic result nobody reads is refused as the trace of such an update of a view;
+        one into a view of a tensor read again later is caught by the faithfulness check of
+        the trace (docs/SPEC.md section 1)."""
         target = node.args[0] if node.args else None
-        if not node.users:  # fx records `h += y` as `h + y`: unused, it wrote into a view
+        in_place = (node.op == "call_function" and node.target in _IN_PLACE_FUNCTIONS) or (
+            node.op == "call_method" and str(node.target) in _IN_PLACE_METHODS)
+        here = self.order[node]
+        if in_place and isinstance(target, fx.Node) and (
+                self.storage_of(target) is target or self.is_version(target)):
+            target.replace_all_uses_with(node, delete_user_cb=lambda u: self.order[u] > here)
+        if not node.users:  # fx records `v += y` as `v + y`: unused, it wrote into a view
             raise _Skip(f"{_describe(node)}: its result is never used, which is what an "
                         "in-place update of a view (h[:, :2] += y, h.add_(y)) looks like to "
                         "torch.fx; write it out of place (h = h + y)")
-        in_place = (node.op == "call_function" and node.target in _IN_PLACE_FUNCTIONS) or (
-            node.op == "call_method" and str(node.target) in _IN_PLACE_METHODS)
         if not in_place or not isinstance(target, fx.Node):
             return
-        root, here = self.storage_of(target), self.order[node]
+        root = self.storage_of(target)
         for other in self.gm.graph.nodes:
             if self.order[other] >= here:
                 break
             if self.storage_of(other) is not root:
                 continue
-            late = [u for u in other.users if self.order[u] > here]
+            late = [u for u in other.users if self.order[u] > here and not _reads_shape(u)]
             if late:
                 raise _Skip(f"{_describe(node)} changes '{target.name}' in place, and "
                             f"'{other.name}', which shares its memory, is read again "
@@ -584,7 +616,7 @@ class _Builder:
         if any(isinstance(i, torch.Tensor) for i in parts):
             raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
                         "static indices (ints, slices, None, ..., lists of ints)")
-        if not _keeps_batch(index):
+        if not _keeps_batch(index, self.labels[self.node_op[src]].dim() + 1):
             raise _Skip(f"{_describe(node)}: indexing the batch dimension mixes or drops "
                         "samples; index the per-sample dimensions only (x[:, ...])")
         labels = self.labels[self.node_op[src]]
@@ -761,17 +793,30 @@ def _describe(node: fx.Node) -> str:
     return f"node '{node.name}'"
 
 
-def _keeps_batch(index: Any) -> bool:
-    """Whether ``x[index]`` leaves the batch dimension (the first) whole and first: its
-    index component is ``:`` (step 1), or a leading ``...`` standing for it."""
+def _reads_shape(node: fx.Node) -> bool:
+    """``x.size()``, ``x.dim()``, ``x.numel()``, ``x.shape``: reads no values."""
+    return (node.op == "call_method" and str(node.target) in _STATIC_METHODS) or (
+        node.op == "call_function" and node.target is getattr
+        and len(node.args) > 1 and node.args[1] in ("shape", "ndim", "dtype", "device"))
+
+
+def _keeps_batch(index: Any, ndim: int) -> bool:
+    """Whether ``x[index]``, ``x`` of ``ndim`` dimensions batch included, leaves the batch
+    dimension (the first) whole and first: the index component landing on it is ``:``
+    (step 1) or part of a ``...`` covering at least it, and no ``None`` comes before."""
     parts = index if isinstance(index, tuple) else (index,)
-    if not parts:
-        return True
-    first = parts[0]
-    if first is Ellipsis:
-        return True  # the per-sample check in visit_select sees a moved or resized batch
-    return isinstance(first, slice) and first.start in (None, 0) and first.stop is None \
-        and first.step in (None, 1)
+    consuming = sum(1 for p in parts if p is not None and p is not Ellipsis
+                    and not isinstance(p, bool))
+    for p in parts:
+        if p is Ellipsis:
+            if ndim - consuming >= 1:
+                return True  # the ellipsis stands for the batch dimension (and maybe more)
+            continue
+        if p is None or isinstance(p, bool):
+            return False  # a new dimension before the batch
+        return isinstance(p, slice) and p.start in (None, 0) and p.stop is None \
+            and p.step in (None, 1)
+    return True
 
 
 def _tuple(value: Any, dims: int) -> tuple[int, ...]:

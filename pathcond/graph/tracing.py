@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import operator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import UnsupportedModelError
 from .catalog import NOT_HOMOGENEOUS_MODULES
+
+
+def torch_base(m: nn.Module) -> type[nn.Module] | None:
+    """The first class of ``type(m)``'s hierarchy defined by torch (not ``nn.Module``)."""
+    for c in type(m).__mro__:
+        if c not in (nn.Module, object) and c.__module__.startswith("torch.") and issubclass(
+                c, nn.Module):
+            return c
+    return None
+
+
+def overrides_torch_forward(m: nn.Module) -> bool:
+    """Whether ``m`` is a user's subclass of a torch module with a ``forward`` of its own
+    (weight standardisation, a shifted ReLU, ...): it is not that torch module."""
+    base = torch_base(m)
+    return base is not None and base is not type(m) and type(m).forward is not base.forward
 
 
 class _LeafTracer(fx.Tracer):
@@ -32,10 +52,10 @@ class _LeafTracer(fx.Tracer):
             return False
         if any(True for _ in m.children()):
             return False
-        from_torch = any(c.__module__.startswith("torch.") for c in type(m).__mro__
-                         if c not in (nn.Module, object))
         holds_state = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
-        return from_torch or holds_state
+        if overrides_torch_forward(m):  # its own forward: followed, or refused by name
+            return holds_state
+        return torch_base(m) is not None or holds_state
 
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         if self.is_leaf_module(m, ""):
@@ -46,14 +66,22 @@ class _LeafTracer(fx.Tracer):
         return result
 
 
-def _signature(graph: fx.Graph) -> list[tuple[str, str, str]]:
+def _signature(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, str]]:
     """The operations of ``graph`` with nodes named by position (tensor constants are
     named anew at every trace), to compare two traces."""
-    position = {n: i for i, n in enumerate(graph.nodes)}
+    skip = {n: n.args[0] for n in graph.nodes if _is_dropout(n, root) and n.args
+            and isinstance(n.args[0], fx.Node)}
+
+    def resolve(n: fx.Node) -> fx.Node:
+        while n in skip:
+            n = skip[n]
+        return n
+
+    position = {n: i for i, n in enumerate(n for n in graph.nodes if n not in skip)}
 
     def arg(a: Any) -> Any:
         if isinstance(a, fx.Node):
-            return f"%{position[a]}"
+            return f"%{position[resolve(a)]}"
         if isinstance(a, list | tuple):
             return type(a)(arg(v) for v in a)
         if isinstance(a, dict):
@@ -61,7 +89,21 @@ def _signature(graph: fx.Graph) -> list[tuple[str, str, str]]:
         return a
 
     return [(n.op, "constant" if n.op == "get_attr" else str(n.target),
-             repr((arg(n.args), arg(n.kwargs)))) for n in graph.nodes]
+             repr((arg(n.args), arg(n.kwargs)))) for n in graph.nodes if n not in skip]
+
+
+_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, torch.dropout}
+
+
+def _is_dropout(node: fx.Node, root: nn.Module) -> bool:
+    """Dropout is the identity in eval mode: ``F.dropout(x, training=self.training)`` or a
+    dropout only applied in training gives the same graph in both modes otherwise."""
+    if node.op == "call_function":
+        return node.target in _DROPOUT_FUNCTIONS
+    if node.op == "call_module":
+        module = root.get_submodule(str(node.target))
+        return isinstance(module, nn.Dropout | nn.Dropout1d | nn.Dropout2d)
+    return False
 
 
 def _trace_graph(model: nn.Module, training: bool) -> tuple[fx.Graph, list[Any]]:
@@ -70,7 +112,8 @@ def _trace_graph(model: nn.Module, training: bool) -> tuple[fx.Graph, list[Any]]
     flags = {m: m.training for m in model.modules()}
     tracer = _LeafTracer()
     try:
-        model.train(training)
+        for m in flags:  # the flags alone: a user's train() override may do more
+            m.training = training
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises many types; all mean "cannot follow this model"
         where = ""
@@ -84,7 +127,7 @@ def _trace_graph(model: nn.Module, training: bool) -> tuple[fx.Graph, list[Any]]
     finally:
         for m, flag in flags.items():
             m.training = flag
-    return graph, _signature(graph)
+    return graph, _signature(graph, model)
 
 
 _PLAIN_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -173,16 +216,17 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
             "calls as submodules (nn.Linear, nn.Conv2d, ...); wrap a single layer as "
             "nn.Sequential(layer)")
     attributes = set(vars(model))
-    graph, signature = _trace_graph(model, training=False)
-    if _trace_graph(model, training=True)[1] != signature:
+    try:
+        graph, signature = _trace_graph(model, training=False)
+        if _trace_graph(model, training=True)[1] != signature:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}.forward does different operations in train and eval "
+                "mode (a branch on self.training in a module pathcond traces through): the "
+                "rescaling must hold in both; move that operation into a module of its own "
+                "or drop the branch")
+        gm = fx.GraphModule(model, graph)  # copies the tensor constants fx set on the model
+    finally:
         _drop_new_attributes(model, attributes)
-        raise UnsupportedModelError(
-            f"{type(model).__name__}.forward does different operations in train and eval "
-            "mode (a branch on self.training in a module pathcond traces through): the "
-            "rescaling must hold in both; move that operation into a module of its own or "
-            "drop the branch")
-    gm = fx.GraphModule(model, graph)  # copies the tensor constants fx set on the model
-    _drop_new_attributes(model, attributes)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise UnsupportedModelError(
@@ -194,8 +238,10 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     flags = {m: m.training for m in model.modules()}
     try:
-        model.eval()
-        with torch.no_grad():
+        for m in flags:
+            m.training = False
+        with torch.no_grad(), torch.random.fork_rng(  # a lazy module's init draws numbers
+                devices=[device] if device.type == "cuda" else []):
             _ShapeRecorder(gm).run(torch.zeros((2, *input_shape), device=device, dtype=dtype))
     except _NodeFailure as failure:
         node = failure.node
@@ -207,4 +253,86 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     finally:
         for m, flag in flags.items():
             m.training = flag
+    if device.type != "meta" and _needs_value_check(model, gm.graph):
+        _check_faithful(model, gm, tuple(input_shape), device, dtype)
     return gm
+
+
+_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv}
+_VIEWS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+          torch.narrow, "view", "view_as", "reshape", "flatten", "squeeze", "unsqueeze",
+          "narrow", "detach", "contiguous", "expand", "expand_as"}
+
+
+def _needs_value_check(model: nn.Module, graph: fx.Graph) -> bool:
+    """Whether what fx recorded may differ from what the model computes: a module with
+    forward hooks, or an arithmetic node that may be the trace of an in-place ``v += y``
+    (its first operand is a view, or is read again afterwards). Otherwise the check's two
+    forward passes are skipped."""
+    if any(m._forward_hooks or m._forward_pre_hooks for m in model.modules()):
+        return True
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for n in graph.nodes:
+        first = n.args[0] if n.args else None
+        if n.op != "call_function" or n.target not in _ARITHMETIC or not isinstance(
+                first, fx.Node):
+            continue
+        is_view = first.target in _VIEWS if first.op in ("call_function", "call_method") \
+            else False
+        if is_view or any(order[u] > order[n] for u in first.users):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def _without_hooks(model: nn.Module) -> Iterator[None]:
+    """The model's modules without their forward hooks and pre-hooks (what fx recorded)."""
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in model.modules()]
+    try:
+        for m, _, _ in saved:
+            m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
+        yield
+    finally:
+        for m, hooks, pre_hooks in saved:
+            m._forward_hooks, m._forward_pre_hooks = hooks, pre_hooks
+
+
+def _check_faithful(model: nn.Module, gm: fx.GraphModule, input_shape: tuple[int, ...],
+                    device: torch.device, dtype: torch.dtype) -> None:
+    """The traced graph computes what the model computes (eval mode, a batch of three
+    random samples, where shapes were recorded with two): torch.fx does not see forward
+    hooks, and records ``v += y`` as ``v = v + y`` even where ``v`` shares its memory with a
+    tensor read again later."""
+    flags = {m: m.training for m in model.modules()}
+    try:
+        for m in flags:
+            m.training = False
+        with torch.no_grad(), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else []):
+            gen = torch.Generator(device=device).manual_seed(0)
+            x = torch.randn((3, *input_shape), generator=gen, device=device, dtype=dtype)
+            try:
+                want = model(x)
+                with _without_hooks(model):
+                    got = gm(x)
+            except Exception as exc:  # the model's own error, on another batch size
+                raise UnsupportedModelError(
+                    f"{type(model).__name__} runs on a batch of 2 samples but not on a batch "
+                    f"of 3: {_first_line(exc)}; the batch dimension must be free") from exc
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+    wants = want if isinstance(want, tuple | list) else (want,)
+    gots = got if isinstance(got, tuple | list) else (got,)
+    for w, g in zip(wants, gots, strict=False):
+        if not (isinstance(w, torch.Tensor) and isinstance(g, torch.Tensor)):
+            continue
+        scale = float(w.detach().abs().nan_to_num(0.0, 0.0, 0.0).max()) if w.numel() else 0.0
+        if w.shape != g.shape or not torch.allclose(
+                g.float(), w.float(), rtol=1e-4, atol=1e-5 * max(scale, 1e-30),
+                equal_nan=True):
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: torch.fx's trace does not compute what the model "
+                "computes (a forward hook that changes outputs, or an in-place update such "
+                "as v += y of a tensor that shares its memory with one read again later); "
+                "remove the hook or write the update out of place (v = v + y)")

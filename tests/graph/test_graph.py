@@ -942,3 +942,134 @@ def test_units_read_only_by_units_that_reach_nothing_are_not_rescaled() -> None:
     graph = rescaling_graph(DeadChain(), (3,))
     assert graph.num_groups == 0
     assert pathcond.num_paths(DeadChain(), (3,)) == 2 * 4
+
+
+class _DropoutNet(nn.Module):
+    """Dropout written the ways people write it: all identities in eval mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.dropout(F.relu(self.a(x)), 0.5, training=self.training)
+        if self.training:
+            h = self.drop(h)
+        return self.b(h)
+
+
+def test_dropout_depending_on_training_is_accepted() -> None:
+    torch.manual_seed(0)
+    model = _DropoutNet().double()
+    graph = rescaling_graph(model, (4,))
+    assert graph.num_groups == 6
+
+
+class _StdConv(nn.Conv2d):
+    """Weight standardisation: a Conv2d subclass with its own forward (not a Conv2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.std((1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class _ShiftedReLU(nn.ReLU):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) + 0.1
+
+
+def test_subclasses_with_their_own_forward_are_not_taken_for_the_torch_module() -> None:
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), _StdConv(2, 2, 3), nn.Flatten(),
+                         nn.Linear(2, 2))
+    with pytest.raises(UnsupportedModelError, match="forward of its own, not that of Conv2d"):
+        rescaling_graph(conv, (1, 5, 5))
+    relu = nn.Sequential(nn.Linear(3, 4), _ShiftedReLU(), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModelError, match="constant"):
+        rescaling_graph(relu, (3,))
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*deprecated:FutureWarning")
+def test_weights_computed_by_hooks_are_refused() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
+                          torch.nn.utils.weight_norm(nn.Linear(4, 2)))
+    with pytest.raises(UnsupportedModelError, match="computes its weight in forward"):
+        rescaling_graph(model, (3,))
+
+
+@pytest.mark.parametrize("fn", [lambda h: h[..., 0:2, :], lambda h: h[..., [0, 1], :]],
+                         ids=["[..., 0:2, :]", "[..., [0,1], :]"])
+def test_an_ellipsis_standing_for_no_dimension_does_not_hide_the_batch(fn) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.Linear(4, 1))
+    with pytest.raises(UnsupportedModelError, match="batch dimension"):
+        rescaling_graph(model, (3,))
+
+
+class _InPlace(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, y = torch.relu(self.a(x)), torch.relu(self.b(x))
+        if self.how == "bare add_":
+            h.add_(y)  # later reads of h read the sum
+            z = h.mul_(0.5).view(h.size(0), -1)
+            return self.c(torch.cat([z, h], 1))
+        if self.how == "dropout alias":
+            d = F.dropout(h, 0.0).add_(y)  # eval mode: F.dropout returns h itself
+            return self.c(torch.cat([h, d], 1))
+        old = h
+        h += y  # fx: h = h + y, but `old` is the same tensor
+        return self.c(torch.cat([h, old], 1))
+
+
+def test_in_place_methods_rewire_later_reads_and_hidden_aliases_are_caught() -> None:
+    torch.manual_seed(0)
+    model = _InPlace("bare add_").double()
+    graph = rescaling_graph(model, (3,))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    before = model(x)
+    pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups, dtype=torch.float64))
+    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
+    # 8 inputs of c, each (h + y) / 2 of one unit: 4 paths through a, 4 through b
+    assert pathcond.num_paths(model, (3,)) == 2 * (8 * 8 + 1)
+    with pytest.raises(UnsupportedModelError, match="shares its memory"):
+        rescaling_graph(_InPlace("dropout alias"), (3,))
+    with pytest.raises(UnsupportedModelError, match="does not compute what the model"):
+        rescaling_graph(_InPlace("hidden alias"), (3,))
+
+
+def test_forward_hooks_that_change_outputs_are_refused_observers_are_not() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    seen: list[tuple[int, ...]] = []
+    handle = model[1].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    assert rescaling_graph(model, (3,)).num_groups == 4
+    handle.remove()
+    model[1].register_forward_hook(lambda m, i, o: o * 2 + 1)
+    with pytest.raises(UnsupportedModelError, match="forward hook"):
+        rescaling_graph(model, (3,))
+
+
+def test_tracing_sets_training_flags_without_calling_train() -> None:
+    class Frozen(nn.Sequential):
+        calls = 0
+
+        def train(self, mode: bool = True) -> Frozen:
+            Frozen.calls += 1
+            return super().train(mode)
+
+    model = Frozen(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    Frozen.calls = 0
+    rescaling_graph(model, (3,))
+    assert Frozen.calls == 0
+
+
+def test_no_fx_constant_is_left_on_a_refused_model() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), _Lambda(lambda h: h * torch.tensor(2.0) if
+                                                   h.sum() > 0 else h), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModelError):
+        rescaling_graph(model, (3,))
+    assert not [k for k in vars(model) if k.startswith("_tensor_constant")]
