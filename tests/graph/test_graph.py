@@ -839,25 +839,34 @@ class _TorchvisionBlock(nn.Module):
         return self.c(self.relu(out))
 
 
-class _StaleRead(nn.Module):
-    """An in-place update, then the old tensor read again (`how` says which update)."""
-
+class _InPlace(nn.Module):
     def __init__(self, how: str) -> None:
         super().__init__()
         self.how = how
-        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 2), nn.Linear(6, 2)
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(8, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, y = torch.relu(self.a(x)), torch.relu(self.b(x))
-        v = h[:, 2:]
         if self.how == "view +=":
             w = h[:, :2]
-            w += y  # fx: an unused w + y
-        elif self.how == "slice +=":
-            h[:, :2] += y  # fx cannot trace item assignment
-        else:
-            v = h[:, :2].add_(y)
-        return self.c(torch.cat([h, v], 1))
+            w += y[:, :2]  # fx: an unused w + y
+            return self.c(torch.cat([h, h], 1))
+        if self.how == "slice +=":
+            h[:, :2] += y[:, :2]  # fx cannot trace item assignment
+            return self.c(torch.cat([h, h], 1))
+        if self.how == "add_ then read":
+            v = h[:, :2].add_(y[:, :2])
+            return self.c(torch.cat([h, v, v], 1))
+        if self.how == "bare add_":
+            h.add_(y)  # later reads of h read the sum
+            z = h.mul_(0.5).view(h.size(0), -1)
+            return self.c(torch.cat([z, h], 1))
+        if self.how == "dropout alias":
+            d = F.dropout(h, 0.0).add_(y)  # eval mode: F.dropout returns h itself
+            return self.c(torch.cat([h, d], 1))
+        old = h
+        h += y  # fx: h = h + y, but `old` is the same tensor
+        return self.c(torch.cat([h, old], 1))
 
 
 def test_in_place_updates_are_followed_where_nothing_reads_the_old_values() -> None:
@@ -872,7 +881,7 @@ def test_in_place_updates_are_followed_where_nothing_reads_the_old_values() -> N
     for how, match in (("view +=", "out of place"), ("add_ then read", "out of place"),
                        ("slice +=", "item assignment")):
         with pytest.raises(UnsupportedModelError, match=match):
-            rescaling_graph(_StaleRead(how), (3,))
+            rescaling_graph(_InPlace(how), (3,))
 
 
 class _GaussianNoise(nn.Module):
@@ -1004,26 +1013,6 @@ def test_an_ellipsis_standing_for_no_dimension_does_not_hide_the_batch(fn) -> No
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.Linear(4, 1))
     with pytest.raises(UnsupportedModelError, match="batch dimension"):
         rescaling_graph(model, (3,))
-
-
-class _InPlace(nn.Module):
-    def __init__(self, how: str) -> None:
-        super().__init__()
-        self.how = how
-        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, y = torch.relu(self.a(x)), torch.relu(self.b(x))
-        if self.how == "bare add_":
-            h.add_(y)  # later reads of h read the sum
-            z = h.mul_(0.5).view(h.size(0), -1)
-            return self.c(torch.cat([z, h], 1))
-        if self.how == "dropout alias":
-            d = F.dropout(h, 0.0).add_(y)  # eval mode: F.dropout returns h itself
-            return self.c(torch.cat([h, d], 1))
-        old = h
-        h += y  # fx: h = h + y, but `old` is the same tensor
-        return self.c(torch.cat([h, old], 1))
 
 
 def test_in_place_methods_rewire_later_reads_and_hidden_aliases_are_caught() -> None:
