@@ -112,11 +112,28 @@ def _parse_kwargs(items: list[str] | None, what: str = "--arg") -> dict[str, obj
     return out
 
 
-def _build_model(name: str, args: list[str] | None) -> tuple[Any, tuple[int, ...]]:
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``--input-shape 3,32,32`` as a tuple of positive ints (``None`` when not given)."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        fail(f"--input-shape must be positive ints separated by commas (one sample, no "
+             f"batch dimension), e.g. 3,32,32; got {text!r}")
+    return shape
+
+
+def _build_model(name: str, args: list[str] | None, input_shape: str | None = None
+                 ) -> tuple[Any, tuple[int, ...]]:
     from .models import get_model, model_input_shape
 
     kwargs = _parse_kwargs(args)
-    shape = model_input_shape(name, **kwargs)  # checked before anything is built
+    given = _parse_shape(input_shape)
+    # the zoo's shape is checked before anything is built
+    shape = given if given is not None else model_input_shape(name, **kwargs)
     return get_model(name, **kwargs), shape
 
 
@@ -136,9 +153,13 @@ def _err(message: str) -> None:
 
 ConfigArg = Annotated[Path | None, typer.Argument(
     help="experiment YAML file (see configs/); flags below override it", show_default=False)]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="zoo model (pathcond models)")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="zoo model (pathcond models) or a model of yours, 'package.module:callable'")]
 ArgOpt = Annotated[list[str] | None, typer.Option(
     "--arg", help="model option KEY=VALUE, e.g. --arg 'widths=[784,64,10]' (repeatable)")]
+ShapeOpt = Annotated[str | None, typer.Option(
+    "--input-shape", help="one sample's shape, e.g. 3,32,32 (needed for a model of yours, "
+                          "'package.module:callable'; the zoo knows its own)")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", help="mnist, fashion_mnist, cifar10, moons, digits, synthetic")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="where the data is")]
@@ -499,8 +520,10 @@ def rescale(
 @handle_errors
 def diagnose(
     model: Annotated[str, typer.Argument(
-        help="zoo model name, a checkpoint file or a run directory", show_default=False)],
+        help="zoo model name, a model of yours ('package.module:callable'), a checkpoint "
+             "file or a run directory", show_default=False)],
     arg: ArgOpt = None,
+    input_shape: ShapeOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the initialisation (zoo models)")] = 0,
     top: Annotated[int, typer.Option(help="largest log-scales listed per layer")] = 3,
     solver: Annotated[str, typer.Option(help="newton, block or coordinate")] = "newton",
@@ -527,7 +550,8 @@ def diagnose(
         fail(f"--solver must be newton, block or coordinate, got {solver!r}")
     if plot is not None and plot.suffix.lower() not in (".png", ".svg", ".pdf"):
         fail(f"--plot must end in .png, .svg or .pdf, got '{plot}'")
-    net, shape, title = load_model_source(model, _parse_kwargs(arg), seed=seed, init=init)
+    net, shape, title = load_model_source(model, _parse_kwargs(arg), seed=seed, init=init,
+                                          input_shape=_parse_shape(input_shape))
     typer.echo(title)
     diagnosis = run_diagnose(net, shape, top=top, solver=solver, lr_factors=lr_factors)
     for line in diagnosis.lines():
@@ -550,8 +574,11 @@ def diagnose(
 @app.command()
 @handle_errors
 def stats(
-    model: Annotated[str, typer.Argument(help="zoo model name (see `pathcond models`)")],
+    model: Annotated[str, typer.Argument(
+        help="zoo model name (see `pathcond models`) or a model of yours, "
+             "'package.module:callable'")],
     arg: ArgOpt = None,
+    input_shape: ShapeOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the initialisation")] = 0,
 ) -> None:
     """Parameters, hidden units, rescaling groups, number of paths and path magnitudes."""
@@ -560,7 +587,7 @@ def stats(
     from .diagnostics import model_stats
 
     torch.manual_seed(seed)
-    net, shape = _build_model(model, arg)
+    net, shape = _build_model(model, arg, input_shape)
     lines = model_stats(net, shape).lines()  # an unsupported model fails before any output
     typer.echo(f"{model} (input {tuple(shape)})")
     for line in lines:

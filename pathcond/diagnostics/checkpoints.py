@@ -54,7 +54,8 @@ def model_from_checkpoint(state: dict[str, Any], path: Path
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: weights do not fit model "
                               f"{cfg.model.name!r}: {str(exc).strip().splitlines()[0]}") from None
-    shape = tuple(model_input_shape(cfg.model.name, **cfg.model.args))
+    shape = tuple(cfg.model.input_shape if cfg.model.input_shape is not None
+                  else model_input_shape(cfg.model.name, **cfg.model.args))
     return model, shape, cfg
 
 

@@ -236,27 +236,32 @@ def kaiming_init(model: nn.Module) -> None:
 
 
 def load_model_source(source: str, args: Mapping[str, Any], *, seed: int = 0,
-                      init: str = "default") -> tuple[nn.Module, tuple[int, ...], str]:
-    """A zoo model name (built with ``args``, seeded) or a checkpoint / run directory.
+                      init: str = "default", input_shape: Sequence[int] | None = None
+                      ) -> tuple[nn.Module, tuple[int, ...], str]:
+    """A zoo model name or a model of the user's (``package.module:callable``; built with
+    ``args``, seeded; ``input_shape`` is needed for the latter) or a checkpoint / run
+    directory.
 
     Returns the model, one sample's shape, and a title line.
     """
-    from ..models import available_models, get_model, model_input_shape
+    from ..models import available_models, get_model, is_user_model, model_input_shape
 
     if init not in ("default", "kaiming"):
         raise ConfigError(f"init must be default or kaiming, got {init!r}")
-    if source in available_models():
+    if source in available_models() or is_user_model(source):
+        shape = tuple(input_shape) if input_shape is not None else tuple(
+            model_input_shape(source, **dict(args)))
         torch.manual_seed(seed)
         model = get_model(source, **dict(args))
-        shape = tuple(model_input_shape(source, **dict(args)))
         if init == "kaiming":
             kaiming_init(model)
         what = "Kaiming normal, zero biases" if init == "kaiming" else "default"
         return model, shape, f"{source} (input {shape}, {what} init, seed {seed})"
     p = Path(source)
     if p.exists():
-        if args:
-            raise ConfigError("--arg applies to zoo models, not to checkpoints")
+        if args or input_shape is not None:
+            raise ConfigError("--arg and --input-shape apply to models built here, not to "
+                              "checkpoints")
         from .checkpoints import model_from_checkpoint, read_checkpoint
 
         state, path = read_checkpoint(p)

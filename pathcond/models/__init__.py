@@ -15,6 +15,7 @@ from pathcond.models.registry import (
     ModelSpec,
     available_models,
     get_model,
+    is_user_model,
     model_input_shape,
 )
 from pathcond.models.resnet import (
@@ -49,6 +50,7 @@ __all__ = [
     "count_hidden_units",
     "count_parameters",
     "get_model",
+    "is_user_model",
     "mlp_bn",
     "model_input_shape",
     "resnet18",

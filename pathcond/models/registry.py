@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import numbers
+import os
+import sys
 import types
 import typing
 import warnings
@@ -89,17 +92,64 @@ def available_models() -> list[str]:
     return sorted(MODELS)
 
 
+def is_user_model(name: str) -> bool:
+    """Whether ``name`` names a model of the user's, ``package.module:callable``."""
+    return ":" in name
+
+
+def _user_builder(name: str) -> Callable[..., nn.Module]:
+    """Import ``package.module:callable`` (the working directory first on the path, as for
+    ``python -m``); errors are one line."""
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model {name!r}: name a model of yours as 'package.module:callable' "
+                          "(a class or a function returning an nn.Module)")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or any error the module raises while importing
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model {name!r}: cannot import {module_name!r}: {text}") from exc
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"model {name!r}: {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"model {name!r}: {attr!r} is not callable")
+    return obj
+
+
+def _no_input_shape(name: str) -> Callable[[Mapping[str, Any]], tuple[int, ...]]:
+    def shape(kwargs: Mapping[str, Any]) -> tuple[int, ...]:
+        raise ConfigError(f"model {name!r} is not in the zoo: give one sample's input shape "
+                          "(--input-shape 3,32,32 on the command line, model.input_shape in "
+                          "a config file)")
+
+    return shape
+
+
 def _spec(name: str) -> ModelSpec:
+    if is_user_model(name):
+        return ModelSpec(_user_builder(name), _no_input_shape(name), "a model of yours")
     try:
         return MODELS[name]
     except KeyError:
         raise ConfigError(
-            f"unknown model {name!r}; available: {', '.join(available_models())}"
+            f"unknown model {name!r}; available: {', '.join(available_models())} (or a "
+            "model of yours as 'package.module:callable')"
         ) from None
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``.
+    """Build the registered model ``name`` with constructor keyword arguments ``kwargs``;
+    ``name`` may also be a model of the user's, ``package.module:callable`` (imported with
+    the working directory first on the path).
 
     Raises :class:`pathcond.errors.ConfigError` for an unknown name or an argument the
     constructor does not accept.
@@ -113,10 +163,16 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     try:
         with warnings.catch_warnings():  # a zero-unit layer is reported by name when traced
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            return spec.builder(**kwargs)
-    except (TypeError, ValueError, RuntimeError) as exc:  # e.g. widths=5, a negative size
+            model = spec.builder(**kwargs)
+    except Exception as exc:  # e.g. widths=5, a negative size; anything a user model raises
+        if not isinstance(exc, TypeError | ValueError | RuntimeError) and not is_user_model(
+                name):
+            raise
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"model {name!r}: cannot build it with {kwargs}: {text}") from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {name!r} returned {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def _scalar_type(annotation: Any) -> tuple[type, bool] | None:

@@ -86,19 +86,23 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A zoo model (``pathcond models``) and its constructor arguments."""
+    """A zoo model (``pathcond models``) or one of the user's (``package.module:callable``),
+    its constructor arguments, and one sample's input shape (taken from the zoo, or for a
+    user's model from the data, and saved resolved)."""
 
     name: str = "mlp"
     args: dict[str, Any] = Field(default_factory=dict)
+    input_shape: list[PositiveInt] | None = None
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from ..models import available_models
+        from ..models import available_models, is_user_model
 
-        if value not in available_models():
+        if value not in available_models() and not is_user_model(value):
             raise ValueError(f"unknown model {value!r}; available: "
-                             f"{', '.join(available_models())}")
+                             f"{', '.join(available_models())} (or a model of yours as "
+                             "'package.module:callable')")
         return value
 
 

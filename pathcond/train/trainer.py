@@ -222,7 +222,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, *, run_dir: str | Path | None = None,
                  log: Callable[[str], None] | None = None, data: DataSplits | None = None,
                  distributed: bool | None = None) -> None:
-        from ..models import get_model, model_input_shape
+        from ..models import get_model, is_user_model, model_input_shape
 
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
@@ -257,7 +257,14 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.model: nn.Module = get_model(config.model.name, **config.model.args)
-        self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
+        if config.model.input_shape is not None:
+            self.input_shape = tuple(config.model.input_shape)
+        elif is_user_model(config.model.name):  # from the data, saved resolved
+            self.input_shape = tuple(data.input_shape)
+            model_cfg = config.model.model_copy(update={"input_shape": list(self.input_shape)})
+            self.config = config = config.model_copy(update={"model": model_cfg})
+        else:
+            self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
         self._check_compatible()
         if config.optimizer.lr_scales == "pathcond":  # saved resolved: resume rebuilds the same
             optimizer = resolve_lr_scales(config.optimizer, self.model, self.input_shape,
