@@ -159,7 +159,7 @@ ArgOpt = Annotated[list[str] | None, typer.Option(
     "--arg", help="model option KEY=VALUE, e.g. --arg 'widths=[784,64,10]' (repeatable)")]
 ShapeOpt = Annotated[str | None, typer.Option(
     "--input-shape", help="one sample's shape, e.g. 3,32,32 (needed for a model of yours, "
-                          "'package.module:callable'; the zoo knows its own)")]
+                          "'package.module:callable'; for a zoo model it replaces the zoo's)")]
 DatasetOpt = Annotated[str | None, typer.Option(
     "--dataset", help="mnist, fashion_mnist, cifar10, moons, digits, synthetic")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="where the data is")]
@@ -202,8 +202,8 @@ def _overrides(*, model: str | None = None, arg: list[str] | None = None,
             "training.target_accuracy": target_accuracy,
             "output.dir": None if out is None else str(out), "output.progress": progress,
             "output.tensorboard": tensorboard}
-    if model is not None:
-        pairs.append(("model.args", {}))
+    if model is not None:  # another model: its arguments and input shape start afresh
+        pairs += [("model.args", {}), ("model.input_shape", None)]
     pairs += [(k, v) for k, v in flat.items() if v is not None]
     pairs += [(f"model.args.{k}", v) for k, v in _parse_kwargs(arg).items()]
     if method is not None:
@@ -524,7 +524,7 @@ def diagnose(
              "file or a run directory", show_default=False)],
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
-    seed: Annotated[int, typer.Option(help="seed of the initialisation (zoo models)")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the initialisation (models built here)")] = 0,
     top: Annotated[int, typer.Option(help="largest log-scales listed per layer")] = 3,
     solver: Annotated[str, typer.Option(help="newton, block or coordinate")] = "newton",
     init: Annotated[str, typer.Option(
@@ -585,7 +585,9 @@ def stats(
     import torch
 
     from .diagnostics import model_stats
+    from .models import load_model_builder
 
+    load_model_builder(model)  # a model of yours is imported before seeding
     torch.manual_seed(seed)
     net, shape = _build_model(model, arg, input_shape)
     lines = model_stats(net, shape).lines()  # an unsupported model fails before any output

@@ -244,13 +244,20 @@ def load_model_source(source: str, args: Mapping[str, Any], *, seed: int = 0,
 
     Returns the model, one sample's shape, and a title line.
     """
-    from ..models import available_models, get_model, is_user_model, model_input_shape
+    from ..models import (
+        available_models,
+        get_model,
+        is_user_model,
+        load_model_builder,
+        model_input_shape,
+    )
 
     if init not in ("default", "kaiming"):
         raise ConfigError(f"init must be default or kaiming, got {init!r}")
-    if source in available_models() or is_user_model(source):
+    if source in available_models() or (is_user_model(source) and not Path(source).exists()):
         shape = tuple(input_shape) if input_shape is not None else tuple(
             model_input_shape(source, **dict(args)))
+        load_model_builder(source)  # a model of yours is imported before seeding
         torch.manual_seed(seed)
         model = get_model(source, **dict(args))
         if init == "kaiming":

@@ -16,6 +16,7 @@ from pathcond.models.registry import (
     available_models,
     get_model,
     is_user_model,
+    load_model_builder,
     model_input_shape,
 )
 from pathcond.models.resnet import (
@@ -51,6 +52,7 @@ __all__ = [
     "count_parameters",
     "get_model",
     "is_user_model",
+    "load_model_builder",
     "mlp_bn",
     "model_input_shape",
     "resnet18",

@@ -105,17 +105,17 @@ def _user_builder(name: str) -> Callable[..., nn.Module]:
         raise ConfigError(f"model {name!r}: name a model of yours as 'package.module:callable' "
                           "(a class or a function returning an nn.Module)")
     cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
+    if cwd not in sys.path:  # kept: the module may import its siblings later
         sys.path.insert(0, cwd)
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or any error the module raises while importing
+    except (Exception, SystemExit) as exc:  # anything the module does while importing
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model {name!r}: cannot import {module_name!r}: {text}") from exc
-    finally:
-        if added:
-            sys.path.remove(cwd)
+        hint = (" (run from the directory that holds it, or add that directory to "
+                "PYTHONPATH)" if isinstance(exc, ModuleNotFoundError)
+                and exc.name == module_name.split(".")[0] else "")
+        raise ConfigError(f"model {name!r}: cannot import {module_name!r}: {text}{hint}") \
+            from exc
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ConfigError(f"model {name!r}: {module_name!r} has no {attr!r}")
@@ -123,6 +123,12 @@ def _user_builder(name: str) -> Callable[..., nn.Module]:
     if not callable(obj):
         raise ConfigError(f"model {name!r}: {attr!r} is not callable")
     return obj
+
+
+def load_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The constructor of model ``name``; a model of the user's is imported here (call it
+    before seeding: a module may draw random numbers, or seed, when imported)."""
+    return _spec(name).builder
 
 
 def _no_input_shape(name: str) -> Callable[[Mapping[str, Any]], tuple[int, ...]]:
@@ -149,7 +155,7 @@ def _spec(name: str) -> ModelSpec:
 def get_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with constructor keyword arguments ``kwargs``;
     ``name`` may also be a model of the user's, ``package.module:callable`` (imported with
-    the working directory first on the path).
+    the working directory put first on the path, where it stays).
 
     Raises :class:`pathcond.errors.ConfigError` for an unknown name or an argument the
     constructor does not accept.

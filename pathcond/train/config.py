@@ -92,7 +92,7 @@ class ModelConfig(_Strict):
 
     name: str = "mlp"
     args: dict[str, Any] = Field(default_factory=dict)
-    input_shape: list[PositiveInt] | None = None
+    input_shape: list[PositiveInt] | None = Field(default=None, min_length=1)
 
     @field_validator("name")
     @classmethod

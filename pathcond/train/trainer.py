@@ -222,7 +222,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, *, run_dir: str | Path | None = None,
                  log: Callable[[str], None] | None = None, data: DataSplits | None = None,
                  distributed: bool | None = None) -> None:
-        from ..models import get_model, is_user_model, model_input_shape
+        from ..models import get_model, is_user_model, load_model_builder, model_input_shape
 
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
@@ -255,8 +255,16 @@ class Trainer:
         if tcfg.target_split == "test" and data.test_x is None and tcfg.target_accuracy:
             raise ConfigError(f"training.target_split: 'test' but {data.name} has no test set")
 
+        load_model_builder(config.model.name)  # a model of yours is imported before seeding
+        if (config.model.input_shape is not None
+                and tuple(config.model.input_shape) != tuple(data.input_shape)):
+            raise ConfigError(f"model.input_shape {list(config.model.input_shape)} disagrees "
+                              f"with {data.name}'s samples, {list(data.input_shape)}: drop "
+                              "model.input_shape (the data's is used) or fix it")
         torch.manual_seed(config.seed)
         self.model: nn.Module = get_model(config.model.name, **config.model.args)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            raise ConfigError(f"model {config.model.name!r} has no trainable parameters")
         if config.model.input_shape is not None:
             self.input_shape = tuple(config.model.input_shape)
         elif is_user_model(config.model.name):  # from the data, saved resolved
@@ -323,7 +331,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 out = self.model(sample)
-        except RuntimeError as exc:
+        except Exception as exc:  # a model's own check (assert, ValueError) or a size error
             raise ConfigError(f"model {name!r} does not accept {data.name} samples of shape "
                               f"{tuple(data.input_shape)}: {_first_line(exc)}") from None
         finally:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from pathcond.cli import app
 from pathcond.errors import ConfigError
 from pathcond.models import get_model, is_user_model, model_input_shape
-from pathcond.train import train, validate_config
+from pathcond.train import ExperimentConfig, train, validate_config
 
 SOURCE = '''
 import torch
@@ -108,3 +108,71 @@ def test_command_line_stats_and_diagnose_take_an_input_shape(user_module: str) -
     good = runner.invoke(app, ["diagnose", f"{user_module}:Net", "--input-shape", "1,8,8"])
     assert good.exit_code == 0, good.output
     assert "AM/GM of the path magnitudes" in good.output
+
+
+SEEDED = '''
+import torch
+from torch import nn
+
+torch.manual_seed(1234)  # as scripts do
+
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 3))
+
+
+def no_parameters():
+    return nn.Sequential(nn.Flatten(), nn.ReLU())
+'''
+
+
+def _config(model: dict, seed: int = 0, **data_options) -> ExperimentConfig:
+    options = {"n": 64, "input_shape": [1, 6, 6], "num_classes": 3, **data_options}
+    return validate_config({
+        "seed": seed, "model": model, "data": {"name": "synthetic", "options": options},
+        "training": {"epochs": 1, "batch_size": 16, "threads": 1},
+        "output": {"progress": False, "plot": False}})
+
+
+def test_a_module_seeding_at_import_does_not_override_the_run_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathcond.train import Trainer
+
+    name = f"seeded_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(SEEDED)
+    monkeypatch.chdir(tmp_path)
+    first = [Trainer(_config({"name": f"{name}:make"}, seed=s), run_dir=tmp_path / str(s))
+             for s in (0, 1)]
+    weights = [t.model[1].weight.detach().clone() for t in first]
+    assert not bool((weights[0] == weights[1]).all())
+    again = Trainer(_config({"name": f"{name}:make"}, seed=0), run_dir=tmp_path / "again")
+    assert bool((again.model[1].weight == weights[0]).all())
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        Trainer(_config({"name": f"{name}:no_parameters"}), run_dir=tmp_path / "none")
+
+
+def test_a_given_input_shape_must_be_the_datas(user_module: str, tmp_path: Path) -> None:
+    from pathcond.train import Trainer
+
+    with pytest.raises(ConfigError, match=r"model.input_shape \[1, 8, 8\] disagrees"):
+        Trainer(_config({"name": f"{user_module}:Net", "input_shape": [1, 8, 8]}),
+                run_dir=tmp_path / "r")
+    with pytest.raises(ConfigError, match="input_shape"):
+        _config({"name": f"{user_module}:Net", "input_shape": []})
+
+
+def test_diagnose_takes_an_existing_path_with_a_colon_as_a_path(user_module: str,
+                                                                 tmp_path: Path) -> None:
+    cfg = _config({"name": f"{user_module}:Net", "args": {"width": 3}})
+    run = tmp_path / "runs" / "a:b"
+    train(cfg, run_dir=run)
+    out = CliRunner().invoke(app, ["diagnose", str(run)])
+    assert out.exit_code == 0, out.output
+    assert "AM/GM of the path magnitudes" in out.output
+
+
+def test_a_missing_module_says_where_to_run_from(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="PYTHONPATH"):
+        get_model("module_that_is_nowhere:Net")
