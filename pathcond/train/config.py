@@ -370,8 +370,11 @@ class ExperimentConfig(_Strict):
         return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain (YAML-safe) dictionary with every default filled in."""
+        """A plain (YAML-safe) dictionary with every default filled in (``model.input_shape``
+        only when set: files stay readable by versions before it)."""
         out: dict[str, Any] = self.model_dump(mode="json")
+        if out["model"].get("input_shape") is None:
+            out["model"].pop("input_shape", None)
         return out
 
 

@@ -176,3 +176,10 @@ def test_a_missing_module_says_where_to_run_from(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="PYTHONPATH"):
         get_model("module_that_is_nowhere:Net")
+
+
+def test_configs_without_an_input_shape_are_written_as_before() -> None:
+    """model.input_shape is written only when set, so older versions read the files."""
+    assert "input_shape" not in validate_config({}).to_dict()["model"]
+    cfg = validate_config({"model": {"name": "mlp", "input_shape": [784]}})
+    assert cfg.to_dict()["model"]["input_shape"] == [784]
