@@ -598,6 +598,28 @@ def stats(
 
 @app.command()
 @handle_errors
+def check(
+    model: Annotated[str, typer.Argument(
+        help="zoo model name (see `pathcond models`) or a model of yours, "
+             "'package.module:callable'")],
+    arg: ArgOpt = None,
+    input_shape: ShapeOpt = None,
+) -> None:
+    """Whether pathcond can follow a model: every reason it cannot (exit status 1), or its
+    layers, hidden units and rescaling groups (docs/tracing.md)."""
+    from .graph import check_support
+    from .models import load_model_builder
+
+    load_model_builder(model)
+    net, shape = _build_model(model, arg, input_shape)
+    report = check_support(net, shape)
+    typer.echo(f"{model} (input {tuple(shape)}): {report}")
+    if not report.supported:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
 def models() -> None:
     """List the zoo's models."""
     from .models import MODELS, available_models

@@ -18,8 +18,8 @@ from pathcond.cli import app
 from pathcond.train.checkpoint import list_checkpoints, load_checkpoint
 
 runner = CliRunner()
-COMMANDS = ["train", "compare", "plot", "rescale", "diagnose", "stats", "models", "datasets",
-            "demo"]
+COMMANDS = ["train", "compare", "plot", "rescale", "diagnose", "stats", "check", "models",
+            "datasets", "demo"]
 
 
 def run(*args: str | Path) -> tuple[int, str, str]:

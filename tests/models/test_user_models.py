@@ -183,3 +183,19 @@ def test_configs_without_an_input_shape_are_written_as_before() -> None:
     assert "input_shape" not in validate_config({}).to_dict()["model"]
     cfg = validate_config({"model": {"name": "mlp", "input_shape": [784]}})
     assert cfg.to_dict()["model"]["input_shape"] == [784]
+
+
+def test_command_line_check_lists_every_reason(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"gelu_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Linear(4, 8), "
+        "nn.GELU(), nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 2))\n")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["check", f"{name}:make", "--input-shape", "4"])
+    assert bad.exit_code == 1
+    assert "GELU" in bad.output and "LayerNorm" in bad.output
+    good = runner.invoke(app, ["check", "tiny_resnet"])
+    assert good.exit_code == 0
+    assert "supported:" in good.output
