@@ -490,6 +490,14 @@ class _Builder:
         self.add_op(node, kind, [src], out_labels, dims=dims, **attrs)
 
     def visit_reshape(self, node: fx.Node) -> None:
+        if (node.op == "call_method" and str(node.target) in ("view", "reshape")) or (
+                node.op == "call_function" and node.target is torch.reshape):
+            sizes: Any = node.args[1:]
+            if len(sizes) == 1 and isinstance(sizes[0], list | tuple):
+                sizes = sizes[0]
+            if sizes and isinstance(sizes[0], int) and sizes[0] != -1:
+                raise _Skip(f"{_describe(node)}: the new shape fixes the batch size to "
+                            f"{sizes[0]}; write x.size(0) or -1 there")
         src = self.single_input(node)
         shape = self.shape_of(node)
         assert shape is not None

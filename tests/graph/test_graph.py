@@ -1062,3 +1062,16 @@ def test_no_fx_constant_is_left_on_a_refused_model() -> None:
     with pytest.raises(UnsupportedModelError):
         rescaling_graph(model, (3,))
     assert not [k for k in vars(model) if k.startswith("_tensor_constant")]
+
+
+@pytest.mark.parametrize("fn", [lambda h: h.view(2, -1), lambda h: h.reshape((2, 4)),
+                                lambda h: torch.reshape(h, [2, 2, 2]).flatten(1)],
+                         ids=["view(2, -1)", "reshape((2, 4))", "torch.reshape"])
+def test_a_reshape_fixing_the_batch_size_is_refused(fn) -> None:
+    """Shapes are recorded with a batch of 2: a hard-coded 2 would pass unseen."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.Linear(4, 2))
+    with pytest.raises(UnsupportedModelError, match="fixes the batch size"):
+        rescaling_graph(model, (3,))
+    ok = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(lambda h: h.view(h.size(0), -1)),
+                       _Lambda(lambda h: h.reshape(-1, 4)), nn.Linear(4, 2))
+    assert rescaling_graph(ok, (3,)).num_groups == 4
