@@ -195,6 +195,11 @@ class UnitDAG:
         return out
 
     @staticmethod
+    def permute(x: np.ndarray, dims: Sequence[int]) -> np.ndarray:
+        """``x.permute`` per sample: the same units, moved."""
+        return np.transpose(x, tuple(dims))
+
+    @staticmethod
     def cat(xs: Sequence[np.ndarray], dim: int) -> np.ndarray:
         """``torch.cat`` along per-sample dimension ``dim``: the same units, moved."""
         return np.concatenate(list(xs), axis=dim)

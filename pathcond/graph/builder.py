@@ -51,6 +51,11 @@ _ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.dropout, F.dropout1
 _ACTIVATION_METHODS = {"relu", "relu_", "abs", "abs_", "contiguous", "clone", "detach"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _STATIC_METHODS = {"size", "dim", "numel"}
+_PERMUTE_METHODS = {"transpose", "permute", "swapaxes", "swapdims"}
+_PERMUTE_FUNCTIONS = {torch.transpose: "transpose", torch.permute: "permute",
+                      torch.swapaxes: "transpose"}
+_SPLIT_METHODS = {"chunk": "chunk", "split": "split"}
+_SPLIT_FUNCTIONS = {torch.chunk: "chunk", torch.split: "split"}
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub}
 _ADD_METHODS = {"add", "add_", "sub", "sub_"}
 _MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
@@ -60,10 +65,12 @@ _IN_PLACE_METHODS = {"add_", "sub_", "mul_", "div_"}
 # operations whose result may share its first argument's memory (views, in-place ops)
 _ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "unflatten", "squeeze",
                   "unsqueeze", "contiguous", "detach", "expand", "expand_as", "t",
-                  "transpose", "permute", "narrow", "relu_", "abs_", *_IN_PLACE_METHODS}
+                  "transpose", "permute", "swapaxes", "swapdims", "narrow", "chunk", "split",
+                  "relu_", "abs_", *_IN_PLACE_METHODS}
 _ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze,
                     torch.unsqueeze, torch.narrow, F.dropout, F.dropout1d, F.dropout2d,
-                    torch.dropout, *_IN_PLACE_FUNCTIONS}
+                    torch.dropout, torch.transpose, torch.permute, torch.swapaxes,
+                    torch.chunk, torch.split, *_IN_PLACE_FUNCTIONS}
 _ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
                   nn.Dropout2d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
@@ -347,6 +354,8 @@ class _Builder:
                 self.visit_reshape(node)
             elif target in (torch.cat, torch.concat):
                 self.visit_cat(node)
+            elif target in _PERMUTE_FUNCTIONS:
+                self.visit_permute(node, _PERMUTE_FUNCTIONS[target])
             elif target is torch.mean:
                 self.visit_mean(node)
             elif target in _POOL_FUNCTIONS:
@@ -394,6 +403,8 @@ class _Builder:
                 self.add_op(node, "activation", [src], self.labels[self.node_op[src]])
             elif method in _RESHAPE_METHODS:
                 self.visit_reshape(node)
+            elif method in _PERMUTE_METHODS:
+                self.visit_permute(node, "permute" if method == "permute" else "transpose")
             elif method in _ADD_METHODS:
                 self.visit_add(node)
             elif method in ("mul", "mul_", "div", "div_"):
@@ -614,6 +625,9 @@ class _Builder:
         out of this branch)."""
         src = node.args[0]
         index: Any = node.args[1]
+        if isinstance(src, fx.Node) and self.shape_of(src) is None and _split_kind(src):
+            self.visit_split_piece(node, src, index)
+            return
         if not isinstance(src, fx.Node) or self.shape_of(src) is None:
             raise _Skip(f"{_describe(node)}: indexing a value that is not a tensor")
         parts = list(_flatten_args(index))
@@ -640,6 +654,61 @@ class _Builder:
             raise _Skip(f"{_describe(node)}: indexing the batch dimension mixes or drops "
                         "samples; index the per-sample dimensions only (x[:, ...])")
         self.add_op(node, "select", [src], out[0].clone(), index=index)
+
+    def visit_split_piece(self, node: fx.Node, split: fx.Node, index: Any) -> None:
+        """Piece ``index`` of ``torch.chunk`` / ``torch.split`` (or the methods) along a
+        per-sample dimension: a slice of the split tensor."""
+        kind = _split_kind(split)
+        base = split.args[0] if split.args else None
+        if not isinstance(base, fx.Node) or self.shape_of(base) is None:
+            raise _Skip(f"{_describe(split)}: splitting a value that is not a tensor")
+        how: Any = split.args[1] if len(split.args) > 1 else split.kwargs.get(
+            "chunks" if kind == "chunk" else "split_size_or_sections",
+            split.kwargs.get("split_size"))
+        dim: Any = split.args[2] if len(split.args) > 2 else split.kwargs.get("dim", 0)
+        labels = self.labels[self.node_op[base]]
+        ndim = labels.dim() + 1
+        if not isinstance(index, int) or not isinstance(dim, int) or any(
+                isinstance(a, fx.Node) for a in _flatten_args(how)):
+            raise _Skip(f"{_describe(split)}: only static splits and pieces are supported")
+        dim %= ndim
+        if dim == 0:
+            raise _Skip(f"{_describe(split)}: splitting the batch dimension")
+        positions = torch.arange(labels.shape[dim - 1])
+        pieces = torch.chunk(positions, how) if kind == "chunk" else torch.split(positions, how)
+        piece = pieces[index]
+        cut: tuple[Any, ...] = (*([slice(None)] * dim),
+                                slice(int(piece[0]), int(piece[-1]) + 1) if piece.numel()
+                                else slice(0, 0))
+        out = labels.unsqueeze(0)[cut][0]
+        self.add_op(node, "select", [base], out.clone(), index=cut)
+
+    def visit_permute(self, node: fx.Node, kind: str) -> None:
+        """``transpose`` / ``permute`` of per-sample dimensions: the units, moved."""
+        src = self.single_input(node)
+        labels = self.labels[self.node_op[src]]
+        ndim = labels.dim() + 1
+        args: list[Any] = list(node.args[1:])
+        dims: Any
+        if kind == "permute":
+            dims = node.kwargs.get("dims", args[0] if len(args) == 1 and isinstance(
+                args[0], list | tuple) else args)
+        else:
+            dims = [node.kwargs.get("dim0", args[0] if args else None),
+                    node.kwargs.get("dim1", args[1] if len(args) > 1 else None)]
+        if not all(isinstance(d, int) for d in dims):
+            raise _Skip(f"{_describe(node)}: only static dimensions are supported")
+        if kind == "permute":
+            perm = [int(d) % ndim for d in dims]
+        else:
+            perm = list(range(ndim))
+            a, b = (int(d) % ndim for d in dims)
+            perm[a], perm[b] = perm[b], perm[a]
+        if sorted(perm) != list(range(ndim)) or perm[0] != 0:
+            raise _Skip(f"{_describe(node)}: moving the batch dimension mixes samples; "
+                        "permute the per-sample dimensions only")
+        out = labels.permute([p - 1 for p in perm[1:]])
+        self.add_op(node, "permute", [src], out.clone(), perm=tuple(perm))
 
     def visit_pad(self, node: fx.Node, pad: Any, mode: Any, value: Any) -> None:
         """Constant zero padding (``F.pad``, ``nn.ZeroPad*``, ``nn.ConstantPad*`` with value
@@ -799,6 +868,16 @@ def _describe(node: fx.Node) -> str:
     if node.op == "call_function":
         return f"operation '{_callable_name(node.target)}' (node '{node.name}'{_inside(node)})"
     return f"node '{node.name}'"
+
+
+def _split_kind(node: fx.Node) -> str | None:
+    """``"chunk"`` or ``"split"`` for a node splitting a tensor into a tuple of pieces."""
+    if node.op == "call_function":
+        target: Any = node.target
+        return _SPLIT_FUNCTIONS.get(target)
+    if node.op == "call_method":
+        return _SPLIT_METHODS.get(str(node.target))
+    return None
 
 
 def _reads_shape(node: fx.Node) -> bool:

@@ -22,6 +22,7 @@ OpKind = Literal[
     "mean",
     "select",
     "pad",
+    "permute",
 ]
 
 

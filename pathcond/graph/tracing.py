@@ -260,8 +260,10 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
 
 _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv}
 _VIEWS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
-          torch.narrow, "view", "view_as", "reshape", "flatten", "squeeze", "unsqueeze",
-          "narrow", "detach", "contiguous", "expand", "expand_as"}
+          torch.narrow, torch.transpose, torch.permute, torch.swapaxes, torch.chunk,
+          torch.split, "view", "view_as", "reshape", "flatten", "squeeze", "unsqueeze",
+          "narrow", "detach", "contiguous", "expand", "expand_as", "transpose", "permute",
+          "swapaxes", "swapdims", "chunk", "split"}
 
 
 def _needs_value_check(model: nn.Module, graph: fx.Graph) -> bool:

@@ -2,8 +2,8 @@
 
 Same DAG as the model, every parameter replaced by ``|theta|^q``, ReLU by the identity,
 max-pool by sum-pool over the same window, pooling coefficients raised to the power ``q``,
-indexing and zero-padding as they are, input all ones. The sum of its outputs is
-``N = sum_p |Phi_p|^q``: the squared L2 path-norm for ``q = 2`` (whose gradient in
+indexing, transposes and zero-padding as they are, input all ones. The sum of its outputs
+is ``N = sum_p |Phi_p|^q``: the squared L2 path-norm for ``q = 2`` (whose gradient in
 ``s = theta^2`` is the path magnitude diagonal), the L1 path-norm for ``q = 1``, the number
 of paths for ``q = 0``.
 
@@ -193,6 +193,8 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
         elif op.kind == "select":  # the same entries, moved: edges of coefficient 1
             x = ins[0].value
             out = _Scaled(x[op.attrs["index"]], ins[0].exponent)
+        elif op.kind == "permute":  # the same entries, moved
+            out = _Scaled(ins[0].value.permute(op.attrs["perm"]), ins[0].exponent)
         elif op.kind == "pad":  # the new entries are zeros, on no path
             out = _Scaled(F.pad(ins[0].value, op.attrs["pad"]), ins[0].exponent)
         elif op.kind == "add":

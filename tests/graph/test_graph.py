@@ -1075,3 +1075,31 @@ def test_a_reshape_fixing_the_batch_size_is_refused(fn) -> None:
     ok = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(lambda h: h.view(h.size(0), -1)),
                        _Lambda(lambda h: h.reshape(-1, 4)), nn.Linear(4, 2))
     assert rescaling_graph(ok, (3,)).num_groups == 4
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (lambda h: h.transpose(0, 1).reshape(-1, 4), "batch"),
+    (lambda h: h.permute(1, 0).reshape(-1, 4), "batch"),
+    (lambda h: torch.cat(h.chunk(2, 0), 1)[:, :4], "batch"),
+])
+def test_transposes_and_splits_touching_the_batch_are_refused(fn, match: str) -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), _Lambda(fn), nn.LazyLinear(2))
+    with pytest.raises(UnsupportedModelError, match=match):
+        rescaling_graph(model, (3,))
+
+
+def test_channel_split_and_shuffle_keep_the_function() -> None:
+    """A ShuffleNetV2-style unit (chunk, cat, view / transpose / reshape shuffle) at a
+    realistic width, train and eval mode."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        _Lambda(lambda x: torch.cat([x.chunk(2, 1)[0], F.relu(x.chunk(2, 1)[1] * 2.0)], 1)),
+        _Lambda(lambda h: h.view(h.size(0), 2, 4, 6, 6).transpose(1, 2).reshape(-1, 8, 6, 6)),
+        nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3)).double()
+    graph = rescaling_graph(model, (3, 6, 6))
+    assert graph.num_groups == 8 + 4
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    before = model(x)
+    pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups, dtype=torch.float64))
+    torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)

@@ -528,6 +528,46 @@ def option_a_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class ShuffleUnit(nn.Module):
+    """A ShuffleNetV2 unit: channel split (chunk), a 1x1 - depthwise 3x3 - 1x1 branch with
+    BatchNorm, concatenation, channel shuffle by view / transpose / reshape; then a split
+    by sizes and a permute of the spatial dimensions before the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 2)
+        self.a = nn.Conv2d(2, 2, 1, bias=False)
+        self.bn_a = nn.BatchNorm2d(2)
+        self.b = nn.Conv2d(2, 2, 3, padding=1, groups=2, bias=False)
+        self.bn_b = nn.BatchNorm2d(2)
+        self.c = nn.Conv2d(2, 2, 1)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))                                     # (4, 2, 2)
+        x1, x2 = x.chunk(2, dim=1)
+        x2 = F.relu(self.bn_a(self.a(x2)))
+        x2 = F.relu(self.c(self.bn_b(self.b(x2))))
+        h = torch.cat([x1, x2], 1)
+        n, c, hh, ww = h.size()
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).reshape(n, c, hh, ww)
+        first, _ = torch.split(h, [3, 1], dim=1)                     # channel 3 dropped
+        return self.fc(first.permute(0, 1, 3, 2).flatten(1))
+
+
+def shuffle_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    x = g.relu(g.conv(g.input((1, 3, 3)), model, "stem"))
+    x1, x2 = x[:2], x[2:]
+    x2 = g.relu(g.conv(x2, model, "a", "bn_a"))
+    x2 = g.relu(g.conv(g.conv(x2, model, "b", "bn_b"), model, "c"))
+    h = g.cat([x1, x2], 0)
+    h = g.permute(h.reshape(2, 2, 2, 2), (1, 0, 2, 3)).reshape(4, 2, 2)
+    first = g.select(h, np.s_[:3])
+    g.output(g.linear(g.permute(first, (0, 2, 1)).reshape(-1), model, "fc"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -556,6 +596,7 @@ CASES: dict[str, Case] = {
     "pointwise_strided": Case(PointwiseStrided, pointwise_strided_dag, (1, 3, 4)),
     "slice_and_pad": Case(SliceAndPad, slice_and_pad_dag, (3,)),
     "option_a_shortcut": Case(OptionAShortcut, option_a_dag, (1, 4, 4)),
+    "shuffle_unit": Case(ShuffleUnit, shuffle_dag, (1, 3, 3)),
 }
 
 
