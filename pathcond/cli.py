@@ -126,14 +126,20 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _build_model(name: str, args: list[str] | None, input_shape: str | None = None
-                 ) -> tuple[Any, tuple[int, ...]]:
-    from .models import get_model, model_input_shape
+def _build_model(name: str, args: list[str] | None, input_shape: str | None = None, *,
+                 seed: int = 0) -> tuple[Any, tuple[int, ...]]:
+    """The model ``name`` (zoo or ``package.module:callable``, imported before seeding)
+    built with ``--arg`` options after ``torch.manual_seed(seed)``, and its input shape."""
+    import torch
+
+    from .models import get_model, load_model_builder, model_input_shape
 
     kwargs = _parse_kwargs(args)
     given = _parse_shape(input_shape)
     # the zoo's shape is checked before anything is built
     shape = given if given is not None else model_input_shape(name, **kwargs)
+    load_model_builder(name)  # a module of yours may draw or seed when imported
+    torch.manual_seed(seed)
     return get_model(name, **kwargs), shape
 
 
@@ -157,6 +163,9 @@ ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="zoo model (pathcond models) or a model of yours, 'package.module:callable'")]
 ArgOpt = Annotated[list[str] | None, typer.Option(
     "--arg", help="model option KEY=VALUE, e.g. --arg 'widths=[784,64,10]' (repeatable)")]
+ModelArg = Annotated[str, typer.Argument(
+    help="zoo model name (see `pathcond models`) or a model of yours, "
+         "'package.module:callable'", show_default=False)]
 ShapeOpt = Annotated[str | None, typer.Option(
     "--input-shape", help="one sample's shape, e.g. 3,32,32 (needed for a model of yours, "
                           "'package.module:callable'; for a zoo model it replaces the zoo's)")]
@@ -574,22 +583,15 @@ def diagnose(
 @app.command()
 @handle_errors
 def stats(
-    model: Annotated[str, typer.Argument(
-        help="zoo model name (see `pathcond models`) or a model of yours, "
-             "'package.module:callable'")],
+    model: ModelArg,
     arg: ArgOpt = None,
     input_shape: ShapeOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the initialisation")] = 0,
 ) -> None:
     """Parameters, hidden units, rescaling groups, number of paths and path magnitudes."""
-    import torch
-
     from .diagnostics import model_stats
-    from .models import load_model_builder
 
-    load_model_builder(model)  # a model of yours is imported before seeding
-    torch.manual_seed(seed)
-    net, shape = _build_model(model, arg, input_shape)
+    net, shape = _build_model(model, arg, input_shape, seed=seed)
     lines = model_stats(net, shape).lines()  # an unsupported model fails before any output
     typer.echo(f"{model} (input {tuple(shape)})")
     for line in lines:
@@ -598,19 +600,11 @@ def stats(
 
 @app.command()
 @handle_errors
-def check(
-    model: Annotated[str, typer.Argument(
-        help="zoo model name (see `pathcond models`) or a model of yours, "
-             "'package.module:callable'")],
-    arg: ArgOpt = None,
-    input_shape: ShapeOpt = None,
-) -> None:
+def check(model: ModelArg, arg: ArgOpt = None, input_shape: ShapeOpt = None) -> None:
     """Whether pathcond can follow a model: every reason it cannot (exit status 1), or its
     layers, hidden units and rescaling groups (docs/tracing.md)."""
     from .graph import check_support
-    from .models import load_model_builder
 
-    load_model_builder(model)
     net, shape = _build_model(model, arg, input_shape)
     report = check_support(net, shape)
     typer.echo(f"{model} (input {tuple(shape)}): {report}")
