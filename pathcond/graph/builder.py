@@ -25,7 +25,7 @@ from ..errors import UnsupportedModelError
 from .catalog import NOT_HOMOGENEOUS_MODULES as _NOT_HOMOGENEOUS_MODULES
 from .ops import Layer, Op, OpKind
 from .rescaling_graph import RescalingGraph
-from .tracing import overrides_torch_forward, trace
+from .tracing import VIEW_FUNCTIONS, VIEW_METHODS, overrides_torch_forward, trace
 
 FIXED = 0
 ZERO = -1
@@ -63,14 +63,9 @@ _MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul}
 _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 _IN_PLACE_METHODS = {"add_", "sub_", "mul_", "div_"}
 # operations whose result may share its first argument's memory (views, in-place ops)
-_ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "unflatten", "squeeze",
-                  "unsqueeze", "contiguous", "detach", "expand", "expand_as", "t",
-                  "transpose", "permute", "swapaxes", "swapdims", "narrow", "chunk", "split",
-                  "relu_", "abs_", *_IN_PLACE_METHODS}
-_ALIAS_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze,
-                    torch.unsqueeze, torch.narrow, F.dropout, F.dropout1d, F.dropout2d,
-                    torch.dropout, torch.transpose, torch.permute, torch.swapaxes,
-                    torch.chunk, torch.split, *_IN_PLACE_FUNCTIONS}
+_ALIAS_METHODS = {*VIEW_METHODS, "relu_", "abs_", *_IN_PLACE_METHODS}
+_ALIAS_FUNCTIONS = {*VIEW_FUNCTIONS, F.dropout, F.dropout1d, F.dropout2d, torch.dropout,
+                    *_IN_PLACE_FUNCTIONS}
 _ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
                   nn.Dropout2d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}

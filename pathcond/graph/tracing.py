@@ -259,11 +259,15 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
 
 
 _ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv}
-_VIEWS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
-          torch.narrow, torch.transpose, torch.permute, torch.swapaxes, torch.chunk,
-          torch.split, "view", "view_as", "reshape", "flatten", "squeeze", "unsqueeze",
-          "narrow", "detach", "contiguous", "expand", "expand_as", "transpose", "permute",
-          "swapaxes", "swapdims", "chunk", "split"}
+#: Operations whose result may be a view of their first argument (shared with the
+#: builder's alias analysis).
+VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze,
+                  torch.unsqueeze, torch.narrow, torch.transpose, torch.permute,
+                  torch.swapaxes, torch.chunk, torch.split}
+VIEW_METHODS = {"view", "view_as", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
+                "contiguous", "detach", "expand", "expand_as", "t", "transpose", "permute",
+                "swapaxes", "swapdims", "narrow", "chunk", "split"}
+_VIEWS = VIEW_FUNCTIONS | VIEW_METHODS
 
 
 def _needs_value_check(model: nn.Module, graph: fx.Graph) -> bool:
