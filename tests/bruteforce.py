@@ -156,6 +156,68 @@ class UnitDAG:
                 out[(c, *pos)] = self._node("sum", edges)
         return out
 
+    def conv_transpose(self, x: np.ndarray, model: nn.Module, name: str, bn: str | None = None,
+                       output_size: Sequence[int] | None = None) -> np.ndarray:
+        """``nn.ConvTransposeNd`` (optionally followed by BatchNorm ``bn``), unit by unit:
+        input ``(d, ipos)`` feeds output ``(c, ipos * stride - padding + off * dilation)``
+        through ``weight[d, c % out_per_group, *off]``, ``d`` and ``c`` in the same group."""
+        module = model.get_submodule(name)
+        w = module.weight.detach().to(torch.float64).clone()
+        b = None if module.bias is None else module.bias.detach().to(torch.float64).clone()
+        bkey = None if b is None else f"{name}.bias"
+        in_c, out_per_group = w.shape[0], w.shape[1]
+        groups = module.groups
+        in_per_group = in_c // groups
+        group_of_input = torch.arange(in_c) // in_per_group
+        out_channel = group_of_input.unsqueeze(1) * out_per_group + torch.arange(out_per_group)
+        if bn is not None:  # the BatchNorm scales output channel c: weight[:, c % opg]
+            norm = model.get_submodule(bn)
+            sigma = torch.sqrt(norm.running_var.detach().to(torch.float64) + norm.eps)
+            gamma = (norm.weight.detach().to(torch.float64) if norm.affine
+                     else torch.ones_like(sigma))
+            w = w * (gamma / sigma)[out_channel].reshape(in_c, out_per_group,
+                                                         *([1] * (w.dim() - 2)))
+            beta = norm.bias.detach().to(torch.float64) if norm.affine else 0.0 * sigma
+            mu = norm.running_mean.detach().to(torch.float64)
+            b = beta + gamma / sigma * ((0.0 if b is None else b) - mu)
+            bkey = f"{bn}.bias"
+        wkey = f"{name}.weight"
+        self._register(wkey, w)
+        self._register(bkey, b)
+        dims = w.dim() - 2
+        assert x.ndim == dims + 1
+        kernel = tuple(w.shape[2:])
+        stride = _tup(module.stride, dims)
+        padding = _tup(module.padding, dims)
+        dilation = _tup(module.dilation, dims)
+        spatial = x.shape[1:]
+        natural = tuple((spatial[i] - 1) * stride[i] - 2 * padding[i]
+                        + dilation[i] * (kernel[i] - 1) + 1 for i in range(dims))
+        if output_size is None:
+            out_sp = tuple(n + p for n, p in zip(natural, _tup(module.output_padding, dims),
+                                                 strict=True))
+        else:
+            out_sp = tuple(output_size)
+        edges: dict[tuple[int, ...], list[tuple[int, ParamKey | None, float]]] = {
+            (c, *pos): [] for c in range(out_per_group * groups)
+            for pos in itertools.product(*map(range, out_sp))}
+        for d in range(in_c):
+            for j in range(out_per_group):
+                c = int(out_channel[d, j])
+                for ipos in itertools.product(*map(range, spatial)):
+                    for off in itertools.product(*map(range, kernel)):
+                        opos = tuple(ipos[i] * stride[i] - padding[i] + off[i] * dilation[i]
+                                     for i in range(dims))
+                        if all(0 <= opos[i] < out_sp[i] for i in range(dims)):
+                            edges[(c, *opos)].append((int(x[(d, *ipos)]),
+                                                      (wkey, (d, j, *off)), 1.0))
+        out = np.zeros((out_per_group * groups, *out_sp), dtype=np.int64)
+        for key, incoming in edges.items():
+            if b is not None:
+                incoming.append((ONE, (bkey, (key[0],)), 1.0))
+            out[key] = self._node("sum", incoming)
+        return out
+
     def relu(self, x: np.ndarray, slope: float = 0.0) -> np.ndarray:
         flat = [self._node("relu", [(int(i), None, 1.0)], slope) for i in x.reshape(-1)]
         return np.array(flat, dtype=np.int64).reshape(x.shape)

@@ -226,13 +226,21 @@ def diagnose(model: nn.Module, input_shape: Sequence[int], *, top: int = 3,
 
 
 def kaiming_init(model: nn.Module) -> None:
-    """Kaiming normal weights (``E[W^2] = 2 / fan_in``) and zero biases, for Appendix J."""
+    """Kaiming normal weights (``E[W^2] = 2 / fan_in``) and zero biases, for Appendix J. A
+    transposed convolution's output entry reads ``in_per_group * kernel / stride`` weights
+    on average: that is its fan-in."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d):
+                fan_in = m.in_channels // m.groups * math.prod(m.kernel_size) / math.prod(
+                    m.stride)
+                nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_in))
+            else:
+                continue
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def load_model_source(source: str, args: Mapping[str, Any], *, seed: int = 0,

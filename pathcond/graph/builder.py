@@ -39,8 +39,23 @@ _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     torch.exp: "exp", torch.log: "log",
 }
 _IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
+_CONV_MODULES = (nn.Conv1d, nn.Conv2d)
+_CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+_LAYER_MODULES = (nn.Linear, *_CONV_MODULES, *_CONV_TRANSPOSE_MODULES, nn.BatchNorm1d,
+                  nn.BatchNorm2d)
+# operations that only copy entries (each output entry is one input entry): nearest
+# upsampling, pixel and channel shuffles, flips, rolls, repeats
+_COPY_MODULES = (nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
+_COPY_FUNCTIONS = {f for f in (
+    F.interpolate, F.upsample, F.upsample_nearest, F.pixel_shuffle, F.pixel_unshuffle,
+    getattr(F, "channel_shuffle", None), torch.pixel_shuffle, torch.pixel_unshuffle,
+    torch.channel_shuffle, torch.flip, torch.fliplr, torch.flipud, torch.roll, torch.rot90,
+    torch.repeat_interleave, torch.tile) if f is not None}
+_COPY_METHODS = {"repeat", "repeat_interleave", "tile", "flip", "fliplr", "flipud", "roll",
+                 "rot90"}
+_NEAREST_MODES = ("nearest", "nearest-exact")
 _SUPPORTED_MODULES = (
-    *_IDENTITY_MODULES, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
+    *_IDENTITY_MODULES, *_LAYER_MODULES, *_COPY_MODULES,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d,
     nn.ConstantPad1d, nn.ConstantPad2d,
@@ -272,8 +287,7 @@ class _Builder:
                                f"its own, not that of {base.__name__}: pathcond cannot follow "
                                "it (use the torch module, or a module without parameters)")
             return
-        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.BatchNorm1d
-                      | nn.BatchNorm2d) and (
+        if isinstance(module, _LAYER_MODULES) and (
                 not isinstance(getattr(module, "weight", None), nn.Parameter | None)
                 or module._forward_pre_hooks):
             self.problem(node, f"module '{name}' ({type(module).__name__}) computes its weight "
@@ -290,8 +304,16 @@ class _Builder:
         try:
             if isinstance(module, nn.Linear):
                 self.visit_linear(node, name, module)
-            elif isinstance(module, nn.Conv1d | nn.Conv2d):
+            elif isinstance(module, _CONV_MODULES):
                 self.visit_conv(node, name, module)
+            elif isinstance(module, _CONV_TRANSPOSE_MODULES):
+                self.visit_conv_transpose(node, name, module)
+            elif isinstance(module, _COPY_MODULES):
+                if isinstance(module, nn.Upsample) and module.mode not in _NEAREST_MODES:
+                    raise _Skip(f"module '{name}' ({type(module).__name__}): upsampling mode "
+                                f"'{module.mode}' is not supported; use mode='nearest' (an "
+                                "upsampling that copies entries)")
+                self.visit_copy(node, module)
             elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
                 self.visit_batchnorm(node, name, module)
             elif isinstance(module, _IDENTITY_MODULES):
@@ -380,6 +402,15 @@ class _Builder:
                             "use nn.Linear / nn.Conv / nn.BatchNorm modules")
             elif target is operator.getitem:
                 self.visit_select(node)
+            elif target in _COPY_FUNCTIONS:
+                if target in (F.interpolate, F.upsample):
+                    mode = _bind(node, ("input", "size", "scale_factor", "mode")).get(
+                        "mode", "nearest")
+                    if mode not in _NEAREST_MODES:
+                        raise _Skip(f"{_describe(node)}: interpolation mode {mode!r} is not "
+                                    "supported; use mode='nearest' (an upsampling that "
+                                    "copies entries)")
+                self.visit_copy(node, target)
             elif target is F.pad:
                 bound = _bind(node, ("input", "pad", "mode", "value"))
                 self.visit_pad(node, bound.get("pad"), bound.get("mode", "constant"),
@@ -400,6 +431,8 @@ class _Builder:
                 self.visit_reshape(node)
             elif method in _PERMUTE_METHODS:
                 self.visit_permute(node, "permute" if method == "permute" else "transpose")
+            elif method in _COPY_METHODS:
+                self.visit_copy(node, lambda t, *a, **k: getattr(t, method)(*a, **k))
             elif method in _ADD_METHODS:
                 self.visit_add(node)
             elif method in ("mul", "mul_", "div", "div_"):
@@ -452,6 +485,79 @@ class _Builder:
         args = {"stride": module.stride, "padding": module.padding,
                 "dilation": module.dilation, "groups": module.groups}
         self.new_layer(name, "conv", module, rows, cols, op, conv_dims=dims, conv_args=args)
+
+    def visit_conv_transpose(self, node: fx.Node, name: str,
+                             module: nn.ConvTranspose1d | nn.ConvTranspose2d) -> None:
+        """A transposed convolution: its weight ``(in, out_per_group, *kernel)`` maps input
+        channel ``g * in_per_group + i`` to output channel ``g * out_per_group + j``."""
+        if module.padding_mode != "zeros":
+            raise _Skip(f"module '{name}' ({type(module).__name__}): padding_mode="
+                        f"'{module.padding_mode}' is not supported (use 'zeros')")
+        src = self.single_input(node)
+        labels = self.labels[self.node_op[src]]
+        channels = self.channel_labels(node, labels, "a transposed convolution")
+        if channels is None:
+            return
+        in_c, out_per_group = module.weight.shape[0], module.weight.shape[1]
+        groups = module.groups
+        out_c, in_per_group = out_per_group * groups, in_c // groups
+        k = torch.arange(out_c).unsqueeze(1)
+        j = torch.arange(in_per_group).unsqueeze(0)
+        cols = channels.unsqueeze(0) if groups == 1 else channels[
+            (k // out_per_group) * in_per_group + j]
+        rows = self.uf.new(out_c)
+        shape = self.shape_of(node)
+        assert shape is not None
+        dims = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+        # the output size the call produced (forward's output_size may set output_padding)
+        padding = _tuple(module.padding, dims)
+        output_padding = tuple(
+            shape[2 + a] - ((labels.shape[1 + a] - 1) * module.stride[a] - 2 * padding[a]
+                            + module.dilation[a] * (module.kernel_size[a] - 1) + 1)
+            for a in range(dims))
+        out_labels = rows.reshape(-1, *([1] * dims)).expand(shape[1:]).clone()
+        op = self.add_op(node, "layer", [src], out_labels)
+        args = {"stride": module.stride, "padding": module.padding,
+                "output_padding": output_padding, "dilation": module.dilation,
+                "groups": groups}
+        self.new_layer(name, "conv_transpose", module, rows, cols, op, conv_dims=dims,
+                       conv_args=args)
+
+    def visit_copy(self, node: fx.Node, apply: Any) -> None:
+        """An operation each of whose output entries is one input entry (nearest upsampling,
+        pixel and channel shuffles, flips, rolls, repeats): found by applying it to the
+        entries' positions, on two samples to see that it moves them within each sample
+        alike."""
+        src = node.args[0] if node.args else None
+        rest = (node.args[1:], node.kwargs)
+        if not isinstance(src, fx.Node) or self.shape_of(src) is None or (
+                node.op == "call_module" and (len(node.args) != 1 or node.kwargs)):
+            raise _Skip(f"{_describe(node)}: expected one tensor input")
+        if any(isinstance(a, fx.Node) for a in _flatten_args(rest)):
+            raise _Skip(f"{_describe(node)}: arguments computed in forward (from a tensor or "
+                        "its shape) are not supported; write them as Python ints")
+        labels = self.labels[self.node_op[src]]
+        n = labels.numel()
+        positions = torch.arange(2 * n, dtype=torch.float64).reshape(2, *labels.shape)
+        try:
+            with torch.no_grad():
+                moved = apply(positions) if node.op == "call_module" else apply(
+                    positions, *node.args[1:], **node.kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported as the node's problem
+            raise _Skip(f"{_describe(node)}: could not follow it ({exc})") from None
+        shape = self.shape_of(node)
+        assert shape is not None
+        if not isinstance(moved, torch.Tensor) or tuple(moved.shape) != shape:
+            raise _Skip(f"{_describe(node)}: could not follow it (its result on one sample's "
+                        "positions has another shape than in the model)")
+        first = moved[0]
+        if not (bool(((first >= 0) & (first < n) & (first == first.round())).all())
+                and torch.equal(moved[1], first + n)):
+            raise _Skip(f"{_describe(node)}: mixes samples of the batch or does not copy "
+                        "entries (move or copy per-sample entries only)")
+        index = first.to(torch.int64).reshape(-1)
+        out = labels.reshape(-1)[index].reshape(shape[1:])
+        self.add_op(node, "gather", [src], out, index=index)
 
     def new_layer(self, name: str, kind: str, module: nn.Module, rows: torch.Tensor,
                   cols: torch.Tensor, op: int, **kw: Any) -> None:

@@ -23,6 +23,7 @@ OpKind = Literal[
     "select",
     "pad",
     "permute",
+    "gather",
 ]
 
 
@@ -43,16 +44,21 @@ class Op:
 
 @dataclass(frozen=True)
 class Layer:
-    """A parameterised linear map: ``nn.Linear`` or ``nn.ConvNd``, optionally followed by a
-    BatchNorm folded into it in its eval-mode affine form (SPEC section 2).
+    """A parameterised linear map: ``nn.Linear``, ``nn.ConvNd`` or ``nn.ConvTransposeNd``,
+    optionally followed by a BatchNorm folded into it in its eval-mode affine form (SPEC
+    section 2).
 
     ``row_groups[k]`` is the rescaling group of output unit/channel ``k`` (``-1``: never
     rescaled). ``col_groups`` gives the group of each input unit/channel: shape ``(1, in)``
     for dense connectivity, ``(out, in_per_group)`` for grouped convolutions.
+    ``weight_shape`` is the parameter's own shape; the path-lifting works on the weight in
+    the *lifting layout* ``(out, in_per_group, *kernel)`` (:meth:`to_lifting`), which is the
+    parameter itself except for a transposed convolution, whose parameter is
+    ``(in, out_per_group, *kernel)``.
     """
 
     name: str
-    kind: Literal["linear", "conv"]
+    kind: Literal["linear", "conv", "conv_transpose"]
     weight_name: str
     bias_name: str | None
     batchnorm: str | None
@@ -66,7 +72,44 @@ class Layer:
     @property
     def out_units(self) -> int:
         """Output units (Linear) or channels (Conv) of the layer."""
+        if self.kind == "conv_transpose":
+            return int(self.weight_shape[1]) * self.groups
         return int(self.weight_shape[0])
+
+    @property
+    def groups(self) -> int:
+        """Number of channel groups of a convolution (1 for a Linear layer)."""
+        return int(self.conv_args.get("groups", 1))
+
+    @property
+    def lifting_shape(self) -> tuple[int, ...]:
+        """The weight's shape in the lifting layout ``(out, in_per_group, *kernel)``."""
+        if self.kind != "conv_transpose":
+            return tuple(self.weight_shape)
+        in_c, out_per_group, *kernel = self.weight_shape
+        return (self.out_units, int(in_c) // self.groups, *kernel)
+
+    def to_lifting(self, weight: torch.Tensor) -> torch.Tensor:
+        """A tensor laid out like the parameter, in the lifting layout ``(out,
+        in_per_group, *kernel)``: output channel ``g * out_per_group + j`` of group ``g``
+        reads ``weight[g * in_per_group + i, j]`` (a transposed convolution's weight); the
+        tensor itself for other layers. Trailing dimensions may be broadcast (size 1)."""
+        if self.kind != "conv_transpose":
+            return weight
+        g = self.groups
+        in_c, out_per_group, *rest = weight.shape
+        blocks = weight.reshape(g, in_c // g, out_per_group, *rest).transpose(1, 2)
+        return blocks.reshape(g * out_per_group, in_c // g, *rest)
+
+    def to_native(self, weight: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_lifting`: a lifting-layout tensor laid out like the
+        parameter."""
+        if self.kind != "conv_transpose":
+            return weight
+        g = self.groups
+        out_c, in_per_group, *rest = weight.shape
+        blocks = weight.reshape(g, out_c // g, in_per_group, *rest).transpose(1, 2)
+        return blocks.reshape(g * in_per_group, out_c // g, *rest)
 
     @property
     def kernel_numel(self) -> int:

@@ -2,10 +2,10 @@
 
 Same DAG as the model, every parameter replaced by ``|theta|^q``, ReLU by the identity,
 max-pool by sum-pool over the same window, pooling coefficients raised to the power ``q``,
-indexing, transposes and zero-padding as they are, input all ones. The sum of its outputs
-is ``N = sum_p |Phi_p|^q``: the squared L2 path-norm for ``q = 2`` (whose gradient in
-``s = theta^2`` is the path magnitude diagonal), the L1 path-norm for ``q = 1``, the number
-of paths for ``q = 0``.
+indexing, transposes, copies (nearest upsampling, shuffles) and zero-padding as they are,
+input all ones. The sum of its outputs is ``N = sum_p |Phi_p|^q``: the squared L2
+path-norm for ``q = 2`` (whose gradient in ``s = theta^2`` is the path magnitude
+diagonal), the L1 path-norm for ``q = 1``, the number of paths for ``q = 0``.
 
 Activations are renormalised after every operation and the scale kept as a log, so ``log N``
 is exact even where ``N`` itself overflows float64.
@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..graph import Op, RescalingGraph
+from ..graph import Layer, Op, RescalingGraph
 
 #: Activations are rescaled by a power of two only when their largest entry leaves
 #: ``[2**-RANGE, 2**RANGE]``: the headroom given up is negligible next to float64's 2**1023,
@@ -123,10 +122,14 @@ def _adaptive_window_sizes(in_shape: Sequence[int], out_shape: Sequence[int],
     return sizes
 
 
-def _layer(layer_kind: str, op: Op, conv_dims: int, conv_args: dict[str, Any], x: torch.Tensor,
-           weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    if layer_kind == "linear":
-        return F.linear(x, weight, bias)
+def _layer(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's linear map (no bias) applied to ``x``; ``weight`` in the lifting layout."""
+    if layer.kind == "linear":
+        return F.linear(x, weight)
+    conv_args, conv_dims = layer.conv_args, layer.conv_dims
+    if layer.kind == "conv_transpose":
+        conv_t = F.conv_transpose1d if conv_dims == 1 else F.conv_transpose2d
+        return conv_t(x, layer.to_native(weight), None, **conv_args)
     padding = conv_args.get("padding", 0)  # module attributes: tuples, or a string
     pointwise = (all(k == 1 for k in weight.shape[2:]) and conv_args.get("groups", 1) == 1
                  and not isinstance(padding, str) and not any(padding))
@@ -134,10 +137,9 @@ def _layer(layer_kind: str, op: Op, conv_dims: int, conv_args: dict[str, Any], x
         stride = conv_args.get("stride", (1,) * conv_dims)
         x = x[(slice(None), slice(None), *(slice(None, None, st) for st in stride))]
         y = weight.reshape(weight.shape[0], -1) @ x.reshape(x.shape[1], -1)
-        y = y.reshape(1, weight.shape[0], *x.shape[2:])
-        return y if bias is None else y + bias.reshape(1, -1, *([1] * conv_dims))
+        return y.reshape(1, weight.shape[0], *x.shape[2:])
     conv = F.conv1d if conv_dims == 1 else F.conv2d
-    return conv(x, weight, bias, **conv_args)
+    return conv(x, weight, None, **conv_args)
 
 
 def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
@@ -152,8 +154,7 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             li = graph.layer_of_op[index]
             layer = graph.layers[li]
             src = ins[0]
-            y = _layer(layer.kind, op, layer.conv_dims, layer.conv_args, src.value, weights[li],
-                       None)
+            y = _layer(layer, src.value, weights[li])
             bias = biases[li]
             if bias is None:
                 out = _Scaled(y, src.exponent).normalised()
@@ -195,6 +196,10 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             out = _Scaled(x[op.attrs["index"]], ins[0].exponent)
         elif op.kind == "permute":  # the same entries, moved
             out = _Scaled(ins[0].value.permute(op.attrs["perm"]), ins[0].exponent)
+        elif op.kind == "gather":  # each entry a copy of one input entry: coefficient 1
+            x = ins[0].value
+            moved = x.reshape(1, -1)[:, op.attrs["index"].to(x.device)]
+            out = _Scaled(moved.reshape(1, *op.shape), ins[0].exponent)
         elif op.kind == "pad":  # the new entries are zeros, on no path
             out = _Scaled(F.pad(ins[0].value, op.attrs["pad"]), ins[0].exponent)
         elif op.kind == "add":

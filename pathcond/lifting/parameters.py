@@ -14,7 +14,9 @@ from ..graph import Layer, RescalingGraph
 
 @dataclass(frozen=True)
 class LiftingParameters:
-    """Per layer of the graph: the folded weight and bias (``None`` when there is no bias)."""
+    """Per layer of the graph: the folded weight, in the lifting layout ``(out, in_per_group,
+    *kernel)`` (:meth:`pathcond.graph.Layer.to_lifting`), and bias (``None`` when there is
+    no bias)."""
 
     weights: tuple[torch.Tensor, ...]
     biases: tuple[torch.Tensor | None, ...]
@@ -49,8 +51,8 @@ def _tensor(module: nn.Module, name: str) -> torch.Tensor:
 
 def fold_layer(model: nn.Module, layer: Layer, *, dtype: torch.dtype
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The layer in eval-mode affine form (SPEC section 2): with a BatchNorm,
-    ``W' = (gamma / sigma) W`` and ``b' = beta + gamma (b - mu) / sigma``."""
+    """The layer in eval-mode affine form (SPEC section 2), its weight in the lifting layout:
+    with a BatchNorm, ``W' = (gamma / sigma) W`` and ``b' = beta + gamma (b - mu) / sigma``."""
     try:
         module = model.get_submodule(layer.name)
     except AttributeError:
@@ -61,7 +63,7 @@ def fold_layer(model: nn.Module, layer: Layer, *, dtype: torch.dtype
         raise ValueError(f"'{layer.weight_name}' has shape {tuple(raw.shape)}, the graph's "
                          f"layer {tuple(layer.weight_shape)}: was the graph built from another "
                          "model?")
-    weight = _checked(layer.weight_name, raw).to(dtype)
+    weight = layer.to_lifting(_checked(layer.weight_name, raw).to(dtype))
     bias = getattr(module, "bias", None)
     bias = None if bias is None else _checked(str(layer.bias_name), bias.detach()).to(dtype)
     if layer.batchnorm is None:

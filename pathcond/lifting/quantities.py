@@ -89,7 +89,7 @@ def path_magnitudes(model: nn.Module, input_shape: Sequence[int] | None = None, 
     mags = magnitudes_of(g, lifting_parameters(model, g, dtype=dtype)).absolute()
     out: dict[str, torch.Tensor] = {}
     for layer, w, b in zip(g.layers, mags.weights, mags.biases, strict=True):
-        out[layer.weight_name] = w
+        out[layer.weight_name] = layer.to_native(w)
         if b is not None and layer.lifting_bias_name is not None:
             out[layer.lifting_bias_name] = b
     for name, m in out.items():
@@ -142,7 +142,7 @@ def num_paths(model: nn.Module, input_shape: Sequence[int] | None = None, *,
     device = _device(model)
     if device.type == "meta":
         device = torch.device("cpu")
-    ones_w = [torch.ones(layer.weight_shape, dtype=torch.float64, device=device)
+    ones_w = [torch.ones(layer.lifting_shape, dtype=torch.float64, device=device)
               for layer in g.layers]
     ones_b = [torch.ones(layer.out_units, dtype=torch.float64, device=device)
               if layer.has_lifting_bias else None for layer in g.layers]

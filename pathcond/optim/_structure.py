@@ -79,6 +79,12 @@ class Structure:
     """
 
     def __init__(self, model: nn.Module, graph: RescalingGraph):
+        transposed = [layer.name for layer in graph.layers if layer.kind == "conv_transpose"]
+        if transposed:
+            raise UnsupportedModelError(
+                f"layer '{transposed[0]}' is a transposed convolution: ENorm, G-SGD and weight "
+                "fixing do not support it yet (path quantities, PathCond, Path-SGD and "
+                "rescaling do)")
         self.graph = graph
         self.num_groups = graph.num_groups
         params = dict(model.named_parameters())

@@ -136,7 +136,7 @@ class PathSGD(ModelParamGroups):
                 module = self.model.get_submodule(layer.name)
                 weight = getattr(module, "weight")  # noqa: B009
                 assert isinstance(weight, torch.Tensor)
-                w = weight.detach().to(dtype)
+                w = layer.to_lifting(weight.detach().to(dtype))
                 bias = getattr(module, "bias", None)
                 b = None if bias is None else bias.detach().to(dtype)
             weights.append(w)
@@ -154,14 +154,14 @@ class PathSGD(ModelParamGroups):
         for li, (layer, mw, mb) in enumerate(zip(self.graph.layers, rel.weights, rel.biases,
                                                  strict=True)):
             if layer.batchnorm is None:
-                out[layer.weight_name] = mw * scale
+                out[layer.weight_name] = layer.to_native(mw * scale)
                 if layer.bias_name is not None and mb is not None:
                     out[layer.bias_name] = mb * scale
                 continue
             assert mb is not None
             f2 = self._fold_factors(li, dtype).square()
             shape = (-1, *([1] * (mw.dim() - 1)))
-            out[layer.weight_name] = mw * scale * f2.reshape(shape)
+            out[layer.weight_name] = layer.to_native(mw * scale * f2.reshape(shape))
             if layer.bias_name is not None:
                 out[layer.bias_name] = mb * scale * f2
             for suffix in ("weight", "bias"):
@@ -189,13 +189,14 @@ class PathSGD(ModelParamGroups):
         for li, (layer, mw, mb) in enumerate(zip(self.graph.layers, rel.weights, rel.biases,
                                                  strict=True)):
             if layer.batchnorm is None:
-                out[layer.weight_name] = inverse(mw)
+                out[layer.weight_name] = layer.to_native(inverse(mw))
                 if layer.bias_name is not None and mb is not None:
                     out[layer.bias_name] = inverse(mb)
                 continue
             assert mb is not None
             f2 = self._fold_factors(li, dtype).square()
-            out[layer.weight_name] = inverse(mw.mul_(f2.reshape(-1, *([1] * (mw.dim() - 1)))))
+            out[layer.weight_name] = layer.to_native(
+                inverse(mw.mul_(f2.reshape(-1, *([1] * (mw.dim() - 1))))))
             if layer.bias_name is not None:
                 out[layer.bias_name] = inverse(mb * f2)
             gamma = inverse(mb)

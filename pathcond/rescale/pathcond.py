@@ -124,7 +124,7 @@ def _path_support(graph: RescalingGraph, like: torch.Tensor) -> list[torch.Tenso
     cached = graph.__dict__.get("_path_support")
     if cached is None:
         ones = LiftingParameters(
-            tuple(torch.ones(layer.weight_shape, dtype=like.dtype, device=like.device)
+            tuple(torch.ones(layer.lifting_shape, dtype=like.dtype, device=like.device)
                   for layer in graph.layers),
             tuple(torch.ones(layer.out_units, dtype=like.dtype, device=like.device)
                   if layer.has_lifting_bias else None for layer in graph.layers))

@@ -1103,3 +1103,43 @@ def test_channel_split_and_shuffle_keep_the_function() -> None:
     before = model(x)
     pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups, dtype=torch.float64))
     torch.testing.assert_close(model(x), before, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    (nn.Upsample(scale_factor=2, mode="linear"), "mode 'linear' is not supported"),
+    (lambda h: F.interpolate(h, scale_factor=2, mode="linear"), "mode 'linear' is not "
+                                                                 "supported"),
+    (lambda h: F.interpolate(h, size=h.shape[-1] * 2), "computed in forward"),
+    (lambda h: torch.flip(h, dims=[0]), "mixes samples"),
+    (lambda h: h.roll(1), "mixes samples"),  # no dims: the flattened batch rolls
+    (lambda h: h.repeat(2, 1, 1), "batch"),
+])
+def test_copies_that_are_not_per_sample_copies_are_refused(fn, match: str) -> None:
+    """Upsampling other than nearest is not a copy; flips, rolls and repeats that touch the
+    batch dimension mix samples; sizes read from a tensor in forward are not static."""
+    step = fn if isinstance(fn, nn.Module) else _Lambda(fn)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Unflatten(1, (2, 2)), step,
+                          nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(2, 3))
+    with pytest.raises(UnsupportedModelError, match=match):
+        rescaling_graph(model, (3,))
+
+
+def test_copies_tie_nothing_and_keep_the_groups() -> None:
+    """A nearest upsampling between two convolutions copies units: the rescaling groups
+    are those of the plain network, and a random rescaling keeps the function."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Conv2d(3, 2, 2), nn.ReLU(),
+                          nn.Flatten(), nn.LazyLinear(2))
+    upsampled = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Upsample(scale_factor=2),
+                              nn.PixelUnshuffle(2), nn.Conv2d(12, 2, 2), nn.ReLU(),
+                              nn.Flatten(), nn.LazyLinear(2))
+    for model in (plain, upsampled):
+        model(torch.zeros(2, 1, 4, 4))
+    assert rescaling_graph(upsampled, (1, 4, 4)).num_groups == \
+        rescaling_graph(plain, (1, 4, 4)).num_groups == 5
+    graph = rescaling_graph(upsampled, (1, 4, 4))
+    x = torch.randn(5, 1, 4, 4)
+    before = upsampled(x)
+    pathcond.apply_rescaling(upsampled, graph, torch.randn(graph.num_groups))
+    torch.testing.assert_close(upsampled(x), before, rtol=1e-5, atol=1e-5)

@@ -568,6 +568,88 @@ def shuffle_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class ConvTransposeNet(nn.Module):
+    """A small convolutional decoder: a strided convolution with BatchNorm, a grouped strided
+    transposed convolution with output padding and BatchNorm, a dilated one with a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.up1 = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                      groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.up2 = nn.ConvTranspose2d(6, 1, 2, dilation=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.enc(x)))                            # (4, 2, 2)
+        h = F.relu(self.bn2(self.up1(h)))                            # (6, 4, 4)
+        return self.up2(h)                                           # (1, 4, 4)
+
+
+def conv_transpose_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv(g.input((1, 4, 4)), model, "enc", "bn1"))
+    h = g.relu(g.conv_transpose(h, model, "up1", "bn2"))
+    g.output(g.conv_transpose(h, model, "up2"))
+    return g
+
+
+class ConvTranspose1dOutputSize(nn.Module):
+    """``nn.ConvTranspose1d`` called with ``output_size`` (which sets the output padding in
+    forward), then a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose1d(2, 3, 3, stride=3)
+        self.fc = nn.Linear(3 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.relu(self.up(x, output_size=[8])).flatten(1))
+
+
+def conv_transpose1d_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv_transpose(g.input((2, 2)), model, "up", output_size=(8,)))
+    g.output(g.linear(h.reshape(-1), model, "fc"))
+    return g
+
+
+class Copies(nn.Module):
+    """Operations that copy entries: nearest upsampling (a module, and F.interpolate to a
+    size with 'nearest-exact'), a pixel shuffle, a flip, a roll and a repeat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 2)
+        self.up = nn.Upsample(scale_factor=2)
+        self.shuffle = nn.PixelShuffle(2)
+        self.head = nn.Conv2d(2, 1, 3, stride=2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.conv(x))                                     # (4, 2, 2)
+        h = self.shuffle(self.up(h))                                 # (1, 8, 8)
+        h = torch.flip(h, dims=[2]).roll(1, -1)
+        h = F.interpolate(h, size=(5, 3), mode="nearest-exact")      # (1, 5, 3)
+        return self.head(h.repeat(1, 2, 1, 1))                       # (1, 2, 1)
+
+
+def copies_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv(g.input((1, 3, 3)), model, "conv"))
+    h = h.repeat(2, axis=1).repeat(2, axis=2)                        # nearest, factor 2
+    c, hh, ww = h.shape
+    h = h.reshape(c // 4, 2, 2, hh, ww).transpose(0, 3, 1, 4, 2).reshape(c // 4, 2 * hh, 2 * ww)
+    h = np.roll(np.flip(h, axis=1), 1, axis=2)
+
+    def exact(n_in: int, n_out: int) -> list[int]:  # 'nearest-exact': centres of the cells
+        return [min(int((i + 0.5) * n_in / n_out), n_in - 1) for i in range(n_out)]
+
+    h = h[:, exact(h.shape[1], 5)][:, :, exact(h.shape[2], 3)]
+    g.output(g.conv(np.concatenate([h, h], axis=0), model, "head"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -597,6 +679,10 @@ CASES: dict[str, Case] = {
     "slice_and_pad": Case(SliceAndPad, slice_and_pad_dag, (3,)),
     "option_a_shortcut": Case(OptionAShortcut, option_a_dag, (1, 4, 4)),
     "shuffle_unit": Case(ShuffleUnit, shuffle_dag, (1, 3, 3)),
+    "conv_transpose": Case(ConvTransposeNet, conv_transpose_dag, (1, 4, 4)),
+    "conv_transpose1d_output_size": Case(ConvTranspose1dOutputSize, conv_transpose1d_dag,
+                                         (2, 2)),
+    "copies": Case(Copies, copies_dag, (1, 3, 3)),
 }
 
 

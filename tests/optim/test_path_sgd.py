@@ -141,3 +141,36 @@ def test_param_groups():
     assert float((last.weight.detach() - before).abs().max()) < 1e-6
     with pytest.raises(ValueError, match="lr"):
         PathSGD(model, (3,), lr=0.0)
+
+
+@pytest.mark.parametrize("name", ["conv_transpose", "conv_transpose1d_output_size"])
+def test_transposed_convolutions(name):
+    """Magnitudes of a transposed convolution's weight, laid out like the parameter
+    ``(in, out_per_group, *kernel)``, equal the brute-force ones; one step from theta and
+    from D theta stays D apart."""
+    from tests.lifting.test_bruteforce import CASES, make, reference
+
+    model, _, bf = reference(name)
+    shape = CASES[name].input_shape
+    opt = PathSGD(copy.deepcopy(model), shape, lr=0.1)
+    got = opt.magnitudes()
+    for layer in opt.graph.layers:
+        if layer.batchnorm is None:
+            torch.testing.assert_close(got[layer.weight_name], bf.magnitudes[layer.weight_name],
+                                       rtol=1e-9, atol=1e-300)
+    model, _ = make(name, seed=2)
+    other = copy.deepcopy(model)
+    graph = pathcond.rescaling_graph(other, shape)
+    u = random_log_scales(graph, seed=3)
+    pathcond.apply_rescaling(other, graph, u)
+    gen = torch.Generator().manual_seed(4)
+    data = [torch.randn((6, *shape), generator=gen, dtype=torch.float64) for _ in range(3)]
+    for net in (model, other):
+        step = PathSGD(net, shape, lr=0.01)
+        for x in data:
+            step.zero_grad()
+            net(x).square().mean().backward()
+            step.step()
+    pathcond.apply_rescaling(model, graph, u)
+    for a, b in zip(model.parameters(), other.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -44,6 +44,27 @@ def conv_pool_net() -> nn.Module:
         nn.Conv2d(3, 5, 2), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(5, 2))
 
 
+class TinyUNet(nn.Module):
+    """An encoder-decoder: a strided convolution, a grouped transposed convolution with
+    BatchNorm, a nearest upsampling, a skip connection by concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2, bias=False)
+        self.bn_up = nn.BatchNorm2d(4)
+        self.lift = nn.Upsample(scale_factor=2)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.enc(x))                              # (4, 4, 4)
+        h = torch.relu(self.bn(self.down(skip)))                    # (4, 2, 2)
+        h = torch.relu(self.bn_up(self.up(h)))                      # (4, 4, 4)
+        return self.head(self.lift(torch.cat([h, skip], 1)))        # (2, 8, 8)
+
+
 def mlp(widths: list[int], bias: bool = True) -> nn.Module:
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):
@@ -60,6 +81,7 @@ CASES = {
     "residual_bn": (ResidualBN, (2, 6, 6)),
     # option-A shortcuts: strided slices and zero-padded channels tie across stages
     "cifar_resnet": (lambda: cifar_resnet(8, 3, 2, widths=(2, 3, 5)), (2, 8, 8)),
+    "unet": (TinyUNet, (2, 8, 8)),
 }
 
 

@@ -154,3 +154,14 @@ def test_rescale_checkpoint_in_place_is_what_resuming_continues_from(tmp_path: P
     oldest = list_checkpoints(run)[0][1]
     with pytest.raises(ConfigError, match="not the newest epoch checkpoint"):
         rescale_checkpoint(oldest, in_place=True)
+
+
+def test_kaiming_init_covers_transposed_convolutions() -> None:
+    """E[W^2] = 2 / fan_in, the fan-in of a transposed convolution's output entry being
+    in_per_group * kernel / stride; biases zeroed."""
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(64, 32, 4, stride=2, groups=2)
+    kaiming_init(torch.nn.Sequential(up))
+    fan_in = 32 * 16 / 4
+    assert float(up.weight.square().mean()) == pytest.approx(2.0 / fan_in, rel=0.05)
+    assert float(up.bias.abs().max()) == 0.0
