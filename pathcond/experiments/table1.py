@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from .._files import atomic_write_text
+from ..errors import ConfigError
 from ..graph import rescaling_graph
 from ..lifting import num_paths
-from ..models import get_model, model_input_shape
+from ..models import get_model, is_user_model, model_input_shape
 
 TABLE1_MODELS = ("resnet18", "resnet34", "resnet50", "alexnet", "vgg16", "cifar_nv")
 
@@ -68,6 +69,11 @@ if __name__ == "__main__":
 
 def run_table1(ctx: Any) -> dict[str, Any]:
     """Registry runner: one unit per model of ``ctx.params["models"]``."""
+    yours = [n for n in ctx.params["models"] if isinstance(n, str) and is_user_model(n)]
+    if yours:
+        raise ConfigError(f"table1 counts architectures of the zoo (`pathcond models`); count "
+                          f"a model of yours with `pathcond stats {yours[0]} --input-shape "
+                          "C,H,W`")
     rows: list[dict[str, Any]] = []
     for name in ctx.params["models"]:
         def compute(name: str = name) -> dict[str, Any]:

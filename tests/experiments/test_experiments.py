@@ -232,6 +232,13 @@ def test_fig5_control_naming_an_unscaled_parameter_is_refused(tmp_path: Path) ->
                        overrides={"methods": bad})
 
 
+def test_table1_with_a_model_of_yours_points_to_stats(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pathcond stats mynets:Net --input-shape"):
+        run_experiment("table1", scale="smoke", out_dir=tmp_path / "out", progress=False,
+                       overrides={"models": ["resnet18", "mynets:Net"]})
+    assert not (tmp_path / "out").exists()
+
+
 def test_table1_smoke_matches_the_paper(smoke: dict[str, Any]) -> None:
     rows = smoke["results"]["table1"].summary["rows"]
     assert rows and all(r["matches"] for r in rows)
