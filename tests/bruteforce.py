@@ -256,6 +256,22 @@ class UnitDAG:
             out[pos] = self._node("sum", [])
         return out
 
+    def interpolate(self, x: np.ndarray, matrices: Sequence[np.ndarray]) -> np.ndarray:
+        """A separable per-channel linear map: output ``(c, i, j)`` sums input ``(c, a, b)``
+        with coefficient ``R_1[i, a] * R_2[j, b]`` (edges only where it is non-zero)."""
+        out_sp = tuple(r.shape[0] for r in matrices)
+        out = np.zeros((x.shape[0], *out_sp), dtype=np.int64)
+        for c in range(x.shape[0]):
+            for pos in itertools.product(*map(range, out_sp)):
+                edges: list[tuple[int, ParamKey | None, float]] = []
+                for ipos in itertools.product(*map(range, x.shape[1:])):
+                    coef = math.prod(float(r[o, i]) for r, o, i in zip(matrices, pos, ipos,
+                                                                      strict=True))
+                    if coef != 0.0:
+                        edges.append((int(x[(c, *ipos)]), None, coef))
+                out[(c, *pos)] = self._node("sum", edges)
+        return out
+
     @staticmethod
     def permute(x: np.ndarray, dims: Sequence[int]) -> np.ndarray:
         """``x.permute`` per sample: the same units, moved."""

@@ -54,6 +54,8 @@ _COPY_FUNCTIONS = {f for f in (
 _COPY_METHODS = {"repeat", "repeat_interleave", "tile", "flip", "fliplr", "flipud", "roll",
                  "rot90"}
 _NEAREST_MODES = ("nearest", "nearest-exact")
+# interpolations that are, per channel, a fixed linear map separable along the axes
+_SEPARABLE_MODES = {"linear": 1, "bilinear": 2, "bicubic": 2}
 _SUPPORTED_MODULES = (
     *_IDENTITY_MODULES, *_LAYER_MODULES, *_COPY_MODULES,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
@@ -308,11 +310,9 @@ class _Builder:
                 self.visit_conv(node, name, module)
             elif isinstance(module, _CONV_TRANSPOSE_MODULES):
                 self.visit_conv_transpose(node, name, module)
+            elif isinstance(module, nn.Upsample) and module.mode not in _NEAREST_MODES:
+                self.visit_interpolate(node, module, module.mode)
             elif isinstance(module, _COPY_MODULES):
-                if isinstance(module, nn.Upsample) and module.mode not in _NEAREST_MODES:
-                    raise _Skip(f"module '{name}' ({type(module).__name__}): upsampling mode "
-                                f"'{module.mode}' is not supported; use mode='nearest' (an "
-                                "upsampling that copies entries)")
                 self.visit_copy(node, module)
             elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
                 self.visit_batchnorm(node, name, module)
@@ -403,14 +403,12 @@ class _Builder:
             elif target is operator.getitem:
                 self.visit_select(node)
             elif target in _COPY_FUNCTIONS:
-                if target in (F.interpolate, F.upsample):
-                    mode = _bind(node, ("input", "size", "scale_factor", "mode")).get(
-                        "mode", "nearest")
-                    if mode not in _NEAREST_MODES:
-                        raise _Skip(f"{_describe(node)}: interpolation mode {mode!r} is not "
-                                    "supported; use mode='nearest' (an upsampling that "
-                                    "copies entries)")
-                self.visit_copy(node, target)
+                mode = _bind(node, ("input", "size", "scale_factor", "mode")).get(
+                    "mode", "nearest") if target in (F.interpolate, F.upsample) else "nearest"
+                if mode in _NEAREST_MODES:
+                    self.visit_copy(node, target)
+                else:
+                    self.visit_interpolate(node, target, mode)
             elif target is F.pad:
                 bound = _bind(node, ("input", "pad", "mode", "value"))
                 self.visit_pad(node, bound.get("pad"), bound.get("mode", "constant"),
@@ -523,11 +521,10 @@ class _Builder:
         self.new_layer(name, "conv_transpose", module, rows, cols, op, conv_dims=dims,
                        conv_args=args)
 
-    def visit_copy(self, node: fx.Node, apply: Any) -> None:
-        """An operation each of whose output entries is one input entry (nearest upsampling,
-        pixel and channel shuffles, flips, rolls, repeats): found by applying it to the
-        entries' positions, on two samples to see that it moves them within each sample
-        alike."""
+    def static_call(self, node: fx.Node, apply: Any
+                    ) -> tuple[fx.Node, Any]:
+        """The tensor input of ``node`` and ``node``'s operation as a function of that input
+        alone (its other arguments static), raising ``_Skip`` where it cannot be."""
         src = node.args[0] if node.args else None
         rest = (node.args[1:], node.kwargs)
         if not isinstance(src, fx.Node) or self.shape_of(src) is None or (
@@ -536,15 +533,69 @@ class _Builder:
         if any(isinstance(a, fx.Node) for a in _flatten_args(rest)):
             raise _Skip(f"{_describe(node)}: arguments computed in forward (from a tensor or "
                         "its shape) are not supported; write them as Python ints")
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            try:
+                with torch.no_grad():
+                    out = apply(x) if node.op == "call_module" else apply(
+                        x, *node.args[1:], **node.kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported as the node's problem
+                raise _Skip(f"{_describe(node)}: could not follow it ({exc})") from None
+            if not isinstance(out, torch.Tensor):
+                raise _Skip(f"{_describe(node)}: could not follow it (no tensor result)")
+            return out
+
+        return src, call
+
+    def visit_interpolate(self, node: fx.Node, apply: Any, mode: Any) -> None:
+        """A linear, bilinear or bicubic interpolation: per channel, a fixed linear map
+        ``R_1 (x) R_2`` separable along the spatial axes. Its matrices are read by applying
+        it to slabs of ones, then checked on random inputs; every unit of a channel is tied
+        (as for average pooling: an output entry mixes them through fixed coefficients)."""
+        dims = _SEPARABLE_MODES.get(str(mode))
+        if dims is None:
+            raise _Skip(f"{_describe(node)}: interpolation mode {mode!r} is not supported "
+                        "(nearest, nearest-exact, linear, bilinear and bicubic are)")
+        src, call = self.static_call(node, apply)
+        labels = self.labels[self.node_op[src]]
+        shape = self.shape_of(node)
+        assert shape is not None
+        if labels.dim() != dims + 1 or len(shape) != dims + 2:
+            raise _Skip(f"{_describe(node)}: {mode} interpolation expects {dims} spatial "
+                        "dimension(s)")
+        channels = self.channel_labels(node, labels, "an interpolation")
+        if channels is None:
+            return
+        spatial, out_spatial = tuple(labels.shape[1:]), tuple(shape[2:])
+        matrices = []
+        for axis, n in enumerate(spatial):
+            slabs = torch.zeros((n, 1, *spatial), dtype=torch.float64)
+            slabs.movedim(2 + axis, 0).diagonal(dim1=0, dim2=1).fill_(1.0)
+            profile = call(slabs)[(slice(None), 0, *(slice(None) if a == axis else 0
+                                                     for a in range(dims)))]
+            matrices.append(profile.T.contiguous())  # (out_n, in_n)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn((2, *labels.shape), generator=gen, dtype=torch.float64)
+        want = call(x)
+        got = x
+        for axis, r in enumerate(matrices):
+            got = torch.movedim(torch.tensordot(got, r, dims=([2 + axis], [1])), -1, 2 + axis)
+        if tuple(want.shape) != (2, *labels.shape[:1], *out_spatial) or not torch.allclose(
+                got, want, rtol=1e-9, atol=1e-9):
+            raise _Skip(f"{_describe(node)}: could not follow it (not a separable "
+                        "per-channel linear map)")
+        out_labels = channels.reshape(-1, *([1] * dims)).expand(shape[1:]).clone()
+        self.add_op(node, "interpolate", [src], out_labels, matrices=matrices)
+
+    def visit_copy(self, node: fx.Node, apply: Any) -> None:
+        """An operation each of whose output entries is one input entry (nearest upsampling,
+        pixel and channel shuffles, flips, rolls, repeats): found by applying it to the
+        entries' positions, on two samples to see that it moves them within each sample
+        alike."""
+        src, call = self.static_call(node, apply)
         labels = self.labels[self.node_op[src]]
         n = labels.numel()
-        positions = torch.arange(2 * n, dtype=torch.float64).reshape(2, *labels.shape)
-        try:
-            with torch.no_grad():
-                moved = apply(positions) if node.op == "call_module" else apply(
-                    positions, *node.args[1:], **node.kwargs)
-        except Exception as exc:  # noqa: BLE001 - reported as the node's problem
-            raise _Skip(f"{_describe(node)}: could not follow it ({exc})") from None
+        moved = call(torch.arange(2 * n, dtype=torch.float64).reshape(2, *labels.shape))
         shape = self.shape_of(node)
         assert shape is not None
         if not isinstance(moved, torch.Tensor) or tuple(moved.shape) != shape:

@@ -24,6 +24,7 @@ OpKind = Literal[
     "pad",
     "permute",
     "gather",
+    "interpolate",
 ]
 
 

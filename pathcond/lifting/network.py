@@ -200,6 +200,13 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             x = ins[0].value
             moved = x.reshape(1, -1)[:, op.attrs["index"].to(x.device)]
             out = _Scaled(moved.reshape(1, *op.shape), ins[0].exponent)
+        elif op.kind == "interpolate":  # per axis, edges of coefficient R[i, a]
+            y = ins[0].value
+            for axis, r in enumerate(op.attrs["matrices"]):
+                r = r.to(device=y.device, dtype=y.dtype)
+                coef = torch.where(r != 0, r.abs() ** power, torch.zeros_like(r))
+                y = torch.movedim(torch.tensordot(y, coef, dims=([2 + axis], [1])), -1, 2 + axis)
+            out = _Scaled(y, ins[0].exponent).normalised()
         elif op.kind == "pad":  # the new entries are zeros, on no path
             out = _Scaled(F.pad(ins[0].value, op.attrs["pad"]), ins[0].exponent)
         elif op.kind == "add":

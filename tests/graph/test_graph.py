@@ -1106,17 +1106,17 @@ def test_channel_split_and_shuffle_keep_the_function() -> None:
 
 
 @pytest.mark.parametrize(("fn", "match"), [
-    (nn.Upsample(scale_factor=2, mode="linear"), "mode 'linear' is not supported"),
-    (lambda h: F.interpolate(h, scale_factor=2, mode="linear"), "mode 'linear' is not "
-                                                                 "supported"),
+    (nn.Upsample(scale_factor=0.5, mode="area"), "mode 'area' is not supported"),
+    (lambda h: F.interpolate(h, size=3, mode="area"), "mode 'area' is not supported"),
     (lambda h: F.interpolate(h, size=h.shape[-1] * 2), "computed in forward"),
     (lambda h: torch.flip(h, dims=[0]), "mixes samples"),
     (lambda h: h.roll(1), "mixes samples"),  # no dims: the flattened batch rolls
     (lambda h: h.repeat(2, 1, 1), "batch"),
 ])
 def test_copies_that_are_not_per_sample_copies_are_refused(fn, match: str) -> None:
-    """Upsampling other than nearest is not a copy; flips, rolls and repeats that touch the
-    batch dimension mix samples; sizes read from a tensor in forward are not static."""
+    """Interpolations other than nearest, (bi)linear and bicubic are refused; flips, rolls
+    and repeats that touch the batch dimension mix samples; sizes read from a tensor in
+    forward are not static."""
     step = fn if isinstance(fn, nn.Module) else _Lambda(fn)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Unflatten(1, (2, 2)), step,
                           nn.Flatten(), nn.LazyLinear(2))
@@ -1143,3 +1143,23 @@ def test_copies_tie_nothing_and_keep_the_groups() -> None:
     before = upsampled(x)
     pathcond.apply_rescaling(upsampled, graph, torch.randn(graph.num_groups))
     torch.testing.assert_close(upsampled(x), before, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_smooth_upsampling_ties_each_channel_and_keeps_the_function(mode: str,
+                                                                    align_corners: bool) -> None:
+    """A bilinear or bicubic upsampling mixes the entries of a channel through fixed
+    coefficients (bicubic ones negative too): the channel's units share one group, a random
+    rescaling keeps the function, and the L1 path-norm is that of the coefficients'
+    absolute values."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Unflatten(1, (2, 2, 2)),
+                          nn.Upsample(scale_factor=2, mode=mode, align_corners=align_corners),
+                          nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    graph = rescaling_graph(model, (3,))
+    assert graph.num_groups == 2 + 3
+    x = torch.randn(5, 3)
+    before = model(x)
+    pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups))
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)

@@ -650,6 +650,48 @@ def copies_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+def linear_weights(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
+    """The ``(n_out, n_in)`` matrix of 1-D linear interpolation (PyTorch's convention: pixel
+    centres, or corners aligned), written from the formula."""
+    r = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        if align_corners:
+            src = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(math.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        frac = src - lo
+        r[i, lo] += 1.0 - frac
+        r[i, hi] += frac
+    return r
+
+
+class Interpolations(nn.Module):
+    """A bilinear upsampling to a size (pixel centres) and a linear one with aligned
+    corners, between a convolution and a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2)
+        self.up = nn.Upsample(size=(3, 5), mode="bilinear")
+        self.fc = nn.Linear(2 * 7, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(F.relu(self.conv(x)))                             # (2, 3, 5)
+        h = F.interpolate(h.flatten(2), size=7, mode="linear", align_corners=True)
+        return self.fc(F.relu(h).flatten(1))                          # (2, 7) -> 2
+
+
+def interpolations_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv(g.input((1, 3, 4)), model, "conv"))            # (2, 2, 3)
+    h = g.interpolate(h, [linear_weights(2, 3, False), linear_weights(3, 5, False)])
+    h = g.interpolate(h.reshape(2, 15), [linear_weights(15, 7, True)])
+    g.output(g.linear(g.relu(h).reshape(-1), model, "fc"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -683,6 +725,7 @@ CASES: dict[str, Case] = {
     "conv_transpose1d_output_size": Case(ConvTranspose1dOutputSize, conv_transpose1d_dag,
                                          (2, 2)),
     "copies": Case(Copies, copies_dag, (1, 3, 3)),
+    "interpolations": Case(Interpolations, interpolations_dag, (1, 3, 4)),
 }
 
 

@@ -46,7 +46,7 @@ def conv_pool_net() -> nn.Module:
 
 class TinyUNet(nn.Module):
     """An encoder-decoder: a strided convolution, a grouped transposed convolution with
-    BatchNorm, a nearest upsampling, a skip connection by concatenation."""
+    BatchNorm, a bilinear upsampling, a skip connection by concatenation."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,7 +55,7 @@ class TinyUNet(nn.Module):
         self.bn = nn.BatchNorm2d(4)
         self.up = nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2, bias=False)
         self.bn_up = nn.BatchNorm2d(4)
-        self.lift = nn.Upsample(scale_factor=2)
+        self.lift = nn.Upsample(scale_factor=2, mode="bilinear")
         self.head = nn.Conv2d(8, 2, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
