@@ -231,9 +231,9 @@ def kaiming_init(model: nn.Module) -> None:
     on average: that is its fan-in."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d):
+            if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            elif isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d):
+            elif isinstance(m, nn.ConvTranspose1d | nn.ConvTranspose2d | nn.ConvTranspose3d):
                 fan_in = m.in_channels // m.groups * math.prod(m.kernel_size) / math.prod(
                     m.stride)
                 nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_in))

@@ -25,7 +25,13 @@ from ..errors import UnsupportedModelError
 from .catalog import NOT_HOMOGENEOUS_MODULES as _NOT_HOMOGENEOUS_MODULES
 from .ops import Layer, Op, OpKind
 from .rescaling_graph import RescalingGraph
-from .tracing import VIEW_FUNCTIONS, VIEW_METHODS, overrides_torch_forward, trace
+from .tracing import (
+    DROPOUT_FUNCTIONS,
+    VIEW_FUNCTIONS,
+    VIEW_METHODS,
+    overrides_torch_forward,
+    trace,
+)
 
 FIXED = 0
 ZERO = -1
@@ -38,11 +44,22 @@ _NOT_HOMOGENEOUS_FUNCTIONS: dict[Any, str] = {
     F.scaled_dot_product_attention: "attention", torch.matmul: "matmul", torch.bmm: "bmm",
     torch.exp: "exp", torch.log: "log",
 }
-_IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
-_CONV_MODULES = (nn.Conv1d, nn.Conv2d)
-_CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d)
-_LAYER_MODULES = (nn.Linear, *_CONV_MODULES, *_CONV_TRANSPOSE_MODULES, nn.BatchNorm1d,
-                  nn.BatchNorm2d)
+_IDENTITY_MODULES = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                     nn.Dropout3d)
+_PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
+                nn.ConstantPad3d)
+_CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_LAYER_MODULES = (nn.Linear, *_CONV_MODULES, *_CONV_TRANSPOSE_MODULES, *_BATCHNORM_MODULES)
+#: spatial dimensions of the convolutions and poolings, by class
+_SPATIAL_DIMS = {cls: i + 1 for group in (_CONV_MODULES, _CONV_TRANSPOSE_MODULES,
+                                          _MAX_POOL_MODULES, _AVG_POOL_MODULES,
+                                          _ADAPTIVE_POOL_MODULES)
+                 for i, cls in enumerate(group)}
 # operations that only copy entries (each output entry is one input entry): nearest
 # upsampling, pixel and channel shuffles, flips, rolls, repeats
 _COPY_MODULES = (nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle)
@@ -55,16 +72,14 @@ _COPY_METHODS = {"repeat", "repeat_interleave", "tile", "flip", "fliplr", "flipu
                  "rot90"}
 _NEAREST_MODES = ("nearest", "nearest-exact")
 # interpolations that are, per channel, a fixed linear map separable along the axes
-_SEPARABLE_MODES = {"linear": 1, "bilinear": 2, "bicubic": 2}
+_SEPARABLE_MODES = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
 _SUPPORTED_MODULES = (
     *_IDENTITY_MODULES, *_LAYER_MODULES, *_COPY_MODULES,
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d,
-    nn.ConstantPad1d, nn.ConstantPad2d,
+    *_MAX_POOL_MODULES, *_AVG_POOL_MODULES, *_ADAPTIVE_POOL_MODULES, nn.Flatten,
+    nn.Unflatten, *_PAD_MODULES,
 )
 # |x| = max(x, -x) is a leaky ReLU of slope -1: positively homogeneous like the others
-_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.dropout, F.dropout1d, F.dropout2d,
-                         torch.dropout, torch.abs}
+_ACTIVATION_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, *DROPOUT_FUNCTIONS, torch.abs}
 _ACTIVATION_METHODS = {"relu", "relu_", "abs", "abs_", "contiguous", "clone", "detach"}
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze"}
 _STATIC_METHODS = {"size", "dim", "numel"}
@@ -81,10 +96,9 @@ _IN_PLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itr
 _IN_PLACE_METHODS = {"add_", "sub_", "mul_", "div_"}
 # operations whose result may share its first argument's memory (views, in-place ops)
 _ALIAS_METHODS = {*VIEW_METHODS, "relu_", "abs_", *_IN_PLACE_METHODS}
-_ALIAS_FUNCTIONS = {*VIEW_FUNCTIONS, F.dropout, F.dropout1d, F.dropout2d, torch.dropout,
-                    *_IN_PLACE_FUNCTIONS}
+_ALIAS_FUNCTIONS = {*VIEW_FUNCTIONS, *DROPOUT_FUNCTIONS, *_IN_PLACE_FUNCTIONS}
 _ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
-                  nn.Dropout2d)
+                  nn.Dropout2d, nn.Dropout3d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
 
 _POOL_ARGS = {
@@ -94,9 +108,10 @@ _POOL_ARGS = {
     "adaptive": ("input", "output_size"),
 }
 _POOL_FUNCTIONS: dict[Any, tuple[str, int]] = {
-    F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2),
-    F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2),
+    F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2), F.max_pool3d: ("max", 3),
+    F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2), F.avg_pool3d: ("avg", 3),
     F.adaptive_avg_pool1d: ("adaptive", 1), F.adaptive_avg_pool2d: ("adaptive", 2),
+    F.adaptive_avg_pool3d: ("adaptive", 3),
 }
 
 
@@ -314,32 +329,31 @@ class _Builder:
                 self.visit_interpolate(node, module, module.mode)
             elif isinstance(module, _COPY_MODULES):
                 self.visit_copy(node, module)
-            elif isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+            elif isinstance(module, _BATCHNORM_MODULES):
                 self.visit_batchnorm(node, name, module)
             elif isinstance(module, _IDENTITY_MODULES):
                 src = self.single_input(node)
                 self.add_op(node, "activation", [src], self.labels[self.node_op[src]])
-            elif isinstance(module, nn.MaxPool1d | nn.MaxPool2d):
+            elif isinstance(module, _MAX_POOL_MODULES):
                 if module.return_indices:
                     raise _Skip(f"module '{name}' (MaxPool): return_indices is not supported")
-                dims = 1 if isinstance(module, nn.MaxPool1d) else 2
+                dims = _spatial_dims(module)
                 self.visit_pool(node, "maxpool", dims, kernel_size=module.kernel_size,
                                 stride=module.stride, padding=module.padding,
                                 dilation=module.dilation, ceil_mode=module.ceil_mode)
-            elif isinstance(module, nn.AvgPool1d | nn.AvgPool2d):
-                dims = 1 if isinstance(module, nn.AvgPool1d) else 2
+            elif isinstance(module, _AVG_POOL_MODULES):
+                dims = _spatial_dims(module)
                 self.visit_pool(node, "avgpool", dims, kernel_size=module.kernel_size,
                                 stride=module.stride, padding=module.padding,
                                 ceil_mode=module.ceil_mode,
                                 count_include_pad=module.count_include_pad,
                                 divisor_override=getattr(module, "divisor_override", None))
-            elif isinstance(module, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
-                dims = 1 if isinstance(module, nn.AdaptiveAvgPool1d) else 2
+            elif isinstance(module, _ADAPTIVE_POOL_MODULES):
+                dims = _spatial_dims(module)
                 self.visit_pool(node, "adaptive_avgpool", dims)
             elif isinstance(module, nn.Flatten | nn.Unflatten):
                 self.visit_reshape(node)
-            elif isinstance(module, nn.ZeroPad1d | nn.ZeroPad2d | nn.ConstantPad1d
-                            | nn.ConstantPad2d):
+            elif isinstance(module, _PAD_MODULES):
                 self.visit_pad(node, tuple(module.padding), "constant",
                                float(getattr(module, "value", 0.0)))
             elif isinstance(module, _NOT_HOMOGENEOUS_MODULES):
@@ -458,7 +472,7 @@ class _Builder:
         op = self.add_op(node, "layer", [src], rows.clone())
         self.new_layer(name, "linear", module, rows, labels.clone().unsqueeze(0), op)
 
-    def visit_conv(self, node: fx.Node, name: str, module: nn.Conv1d | nn.Conv2d) -> None:
+    def visit_conv(self, node: fx.Node, name: str, module: nn.modules.conv._ConvNd) -> None:
         if module.padding_mode != "zeros":
             raise _Skip(f"module '{name}' ({type(module).__name__}): padding_mode="
                         f"'{module.padding_mode}' is not supported (use 'zeros')")
@@ -479,13 +493,13 @@ class _Builder:
         assert shape is not None
         out_labels = rows.reshape(-1, *([1] * (len(shape) - 2))).expand(shape[1:]).clone()
         op = self.add_op(node, "layer", [src], out_labels)
-        dims = 1 if isinstance(module, nn.Conv1d) else 2
+        dims = _spatial_dims(module)
         args = {"stride": module.stride, "padding": module.padding,
                 "dilation": module.dilation, "groups": module.groups}
         self.new_layer(name, "conv", module, rows, cols, op, conv_dims=dims, conv_args=args)
 
     def visit_conv_transpose(self, node: fx.Node, name: str,
-                             module: nn.ConvTranspose1d | nn.ConvTranspose2d) -> None:
+                             module: nn.modules.conv._ConvTransposeNd) -> None:
         """A transposed convolution: its weight ``(in, out_per_group, *kernel)`` maps input
         channel ``g * in_per_group + i`` to output channel ``g * out_per_group + j``."""
         if module.padding_mode != "zeros":
@@ -506,7 +520,7 @@ class _Builder:
         rows = self.uf.new(out_c)
         shape = self.shape_of(node)
         assert shape is not None
-        dims = 1 if isinstance(module, nn.ConvTranspose1d) else 2
+        dims = _spatial_dims(module)
         # the output size the call produced (forward's output_size may set output_padding)
         padding = _tuple(module.padding, dims)
         output_padding = tuple(
@@ -616,7 +630,7 @@ class _Builder:
         self.layers.append(_LayerDraft(name, kind, module, rows, cols, op, **kw))
 
     def visit_batchnorm(self, node: fx.Node, name: str,
-                        module: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
+                        module: nn.modules.batchnorm._BatchNorm) -> None:
         src = self.single_input(node)
         src_op = self.node_op[src]
         layer_index = self.layer_of_op.get(src_op)
@@ -1056,6 +1070,11 @@ def _keeps_batch(index: Any, ndim: int) -> bool:
         return isinstance(p, slice) and p.start in (None, 0) and p.stop is None \
             and p.step in (None, 1)
     return True
+
+
+def _spatial_dims(module: nn.Module) -> int:
+    """Spatial dimensions of a convolution or pooling module (a subclass of one included)."""
+    return next(_SPATIAL_DIMS[c] for c in type(module).__mro__ if c in _SPATIAL_DIMS)
 
 
 def _tuple(value: Any, dims: int) -> tuple[int, ...]:

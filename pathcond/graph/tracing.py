@@ -92,17 +92,17 @@ def _signature(graph: fx.Graph, root: nn.Module) -> list[tuple[str, str, str]]:
              repr((arg(n.args), arg(n.kwargs)))) for n in graph.nodes if n not in skip]
 
 
-_DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, torch.dropout}
+DROPOUT_FUNCTIONS = {F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, torch.dropout}
 
 
 def _is_dropout(node: fx.Node, root: nn.Module) -> bool:
     """Dropout is the identity in eval mode: ``F.dropout(x, training=self.training)`` or a
     dropout only applied in training gives the same graph in both modes otherwise."""
     if node.op == "call_function":
-        return node.target in _DROPOUT_FUNCTIONS
+        return node.target in DROPOUT_FUNCTIONS
     if node.op == "call_module":
         module = root.get_submodule(str(node.target))
-        return isinstance(module, nn.Dropout | nn.Dropout1d | nn.Dropout2d)
+        return isinstance(module, nn.Dropout | nn.Dropout1d | nn.Dropout2d | nn.Dropout3d)
     return False
 
 

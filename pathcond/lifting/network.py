@@ -66,7 +66,16 @@ def _window_coefficients(op: Op, like: torch.Tensor) -> torch.Tensor:
     return _avg_pool(op, ones) / _sum_pool(op, ones)
 
 
-def _as_2d(op: Op, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, ...]]]:
+_AVG_POOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_ADAPTIVE_AVG_POOL = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d,
+                      3: F.adaptive_avg_pool3d}
+
+
+def _lifted(op: Op, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, ...]]]:
+    """``x`` and the pooling arguments of ``op``, a 1-D pooling seen as a 2-D one (torch's
+    1-D average pooling has no ``divisor_override``)."""
     keys = ("kernel_size", "stride", "padding", "dilation")
     args = {k: tuple(op.attrs[k]) for k in keys if k in op.attrs}
     if op.attrs["dims"] == 1:
@@ -75,38 +84,44 @@ def _as_2d(op: Op, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, 
     return x, args
 
 
+def _unlifted(op: Op, y: torch.Tensor) -> torch.Tensor:
+    """The result of a pooling on the output of :func:`_lifted`, cropped to ``op``'s shape."""
+    if op.attrs["dims"] == 1:
+        return y[..., : op.shape[-1]].squeeze(-2)
+    return y[(slice(None), slice(None), *(slice(0, n) for n in op.shape[1:]))]
+
+
 def _sum_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
     """Sum over the pooling windows of ``op``: padding positions and, with ``ceil_mode``,
     positions past the end hold no unit and contribute nothing. A depthwise convolution with
     a kernel of ones over the zero-padded input, cropped to the op's output shape."""
-    y, a = _as_2d(op, x)
+    y, a = _lifted(op, x)
+    nd = y.dim() - 2
     out_spatial = (1, *op.shape[1:]) if op.attrs["dims"] == 1 else tuple(op.shape[1:])
     kernel_size, stride = a["kernel_size"], a["stride"]
-    padding, dilation = a["padding"], a.get("dilation", (1, 1))
-    if tuple(dilation) == (1, 1):  # the same sums by the (much faster) pooling kernel
-        out = F.avg_pool2d(y, kernel_size, stride, padding, ceil_mode=True,
-                           count_include_pad=True, divisor_override=1)
-        out = out[:, :, : out_spatial[0], : out_spatial[1]]
-        return out.squeeze(-2) if op.attrs["dims"] == 1 else out
+    padding, dilation = a["padding"], a.get("dilation", (1,) * nd)
+    if tuple(dilation) == (1,) * nd:  # the same sums by the (much faster) pooling kernel
+        return _unlifted(op, _AVG_POOL[nd](y, kernel_size, stride, padding, ceil_mode=True,
+                                           count_include_pad=True, divisor_override=1))
     pads: list[int] = []
-    for axis in (1, 0):  # F.pad lists the last dimension first
+    for axis in reversed(range(nd)):  # F.pad lists the last dimension first
         size = y.shape[2 + axis]
         span = (out_spatial[axis] - 1) * stride[axis] + dilation[axis] * (kernel_size[axis] - 1)
         pads += [padding[axis], max(0, span + 1 - size - padding[axis])]
     channels = y.shape[1]
     ones = torch.ones((channels, 1, *kernel_size), dtype=y.dtype, device=y.device)
-    out = F.conv2d(F.pad(y, pads), ones, stride=stride, dilation=dilation, groups=channels)
-    out = out[:, :, : out_spatial[0], : out_spatial[1]]
-    return out.squeeze(-2) if op.attrs["dims"] == 1 else out
+    return _unlifted(op, _CONV[nd](F.pad(y, pads), ones, stride=stride, dilation=dilation,
+                                   groups=channels))
 
 
 def _avg_pool(op: Op, x: torch.Tensor) -> torch.Tensor:
-    y, a = _as_2d(op, x)
-    out = F.avg_pool2d(y, a["kernel_size"], a["stride"], a["padding"],
-                       ceil_mode=bool(op.attrs.get("ceil_mode", False)),
-                       count_include_pad=bool(op.attrs.get("count_include_pad", True)),
-                       divisor_override=op.attrs.get("divisor_override"))
-    return out.squeeze(-2) if op.attrs["dims"] == 1 else out
+    y, a = _lifted(op, x)
+    out = _AVG_POOL[y.dim() - 2](
+        y, a["kernel_size"], a["stride"], a["padding"],
+        ceil_mode=bool(op.attrs.get("ceil_mode", False)),
+        count_include_pad=bool(op.attrs.get("count_include_pad", True)),
+        divisor_override=op.attrs.get("divisor_override"))
+    return _unlifted(op, out)
 
 
 def _adaptive_window_sizes(in_shape: Sequence[int], out_shape: Sequence[int],
@@ -128,8 +143,7 @@ def _layer(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return F.linear(x, weight)
     conv_args, conv_dims = layer.conv_args, layer.conv_dims
     if layer.kind == "conv_transpose":
-        conv_t = F.conv_transpose1d if conv_dims == 1 else F.conv_transpose2d
-        return conv_t(x, layer.to_native(weight), None, **conv_args)
+        return _CONV_TRANSPOSE[conv_dims](x, layer.to_native(weight), None, **conv_args)
     padding = conv_args.get("padding", 0)  # module attributes: tuples, or a string
     pointwise = (all(k == 1 for k in weight.shape[2:]) and conv_args.get("groups", 1) == 1
                  and not isinstance(padding, str) and not any(padding))
@@ -138,8 +152,7 @@ def _layer(layer: Layer, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         x = x[(slice(None), slice(None), *(slice(None, None, st) for st in stride))]
         y = weight.reshape(weight.shape[0], -1) @ x.reshape(x.shape[1], -1)
         return y.reshape(1, weight.shape[0], *x.shape[2:])
-    conv = F.conv1d if conv_dims == 1 else F.conv2d
-    return conv(x, weight, None, **conv_args)
+    return _CONV[conv_dims](x, weight, None, **conv_args)
 
 
 def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
@@ -179,8 +192,7 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             x = ins[0].value
             spatial_in = x.shape[2:]
             sizes = _adaptive_window_sizes(spatial_in, op.shape[1:], x)
-            pool = F.adaptive_avg_pool1d if op.attrs["dims"] == 1 else F.adaptive_avg_pool2d
-            y = pool(x, op.shape[1:])  # type: ignore[arg-type]
+            y = _ADAPTIVE_AVG_POOL[op.attrs["dims"]](x, op.shape[1:])  # type: ignore[arg-type]
             out = _Scaled(y * sizes ** (1.0 - power), ins[0].exponent).normalised()
         elif op.kind == "mean":
             dims = [d + 1 for d in op.attrs["dims"]]

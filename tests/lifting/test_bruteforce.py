@@ -692,6 +692,39 @@ def interpolations_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class Volumetric(nn.Module):
+    """3-D layers: a convolution with BatchNorm, max-pooling with padding, a transposed
+    convolution, a trilinear upsampling, average and adaptive average pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 2, bias=False)
+        self.bn = nn.BatchNorm3d(2)
+        self.pool = nn.MaxPool3d(2, stride=1, padding=1)
+        self.up = nn.ConvTranspose3d(2, 2, 2, stride=2, groups=2)
+        self.smooth = nn.Upsample(size=(3, 2, 3), mode="trilinear")
+        self.avg = nn.AvgPool3d(2, stride=1)
+        self.head = nn.Conv3d(2, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool(F.relu(self.bn(self.conv(x))))                 # (2, 3, 3, 3)
+        h = self.smooth(F.relu(self.up(h[:, :, :1, :1])))            # (2, 3, 2, 3)
+        h = F.adaptive_avg_pool3d(self.avg(h), (1, 1, 2))            # (2, 1, 1, 2)
+        return self.head(h)
+
+
+def volumetric_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv(g.input((1, 3, 3, 3)), model, "conv", "bn"))
+    h = g.maxpool(h, 2, stride=1, padding=1)
+    h = g.relu(g.conv_transpose(h[:, :1, :1], model, "up"))          # (2, 2, 2, 6)
+    h = g.interpolate(h, [linear_weights(2, 3, False), linear_weights(2, 2, False),
+                          linear_weights(6, 3, False)])
+    h = g.adaptive_avgpool(g.avgpool(h, 2, stride=1), (1, 1, 2))
+    g.output(g.conv(h, model, "head"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -726,6 +759,7 @@ CASES: dict[str, Case] = {
                                          (2, 2)),
     "copies": Case(Copies, copies_dag, (1, 3, 3)),
     "interpolations": Case(Interpolations, interpolations_dag, (1, 3, 4)),
+    "volumetric": Case(Volumetric, volumetric_dag, (1, 3, 3, 3)),
 }
 
 

@@ -1,6 +1,7 @@
 """Every method on structures the random architectures do not draw: grouped and depthwise
 convolutions, bottleneck ResNets with downsampling, concatenation, BatchNorm everywhere, the
-CIFAR ResNet's option-A shortcuts (strided slices zero-padded with new channels)."""
+CIFAR ResNet's option-A shortcuts (strided slices zero-padded with new channels), 3-D
+convolutions."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ class GroupedNet(nn.Module):
         return self.fc(torch.flatten(h, 1))
 
 
+class VolumeNet(nn.Module):
+    """3-D convolutions (one grouped, with BatchNorm), a 3-D max-pool, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv3d(1, 4, 2)
+        self.b = nn.Conv3d(4, 4, 2, padding=1, groups=2, bias=False)
+        self.bn = nn.BatchNorm3d(4)
+        self.fc = nn.Linear(4 * 8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.b(F.relu(self.a(x)))))
+        return self.fc(torch.flatten(F.max_pool3d(h, 2), 1))
+
+
 def models():
     torch.manual_seed(0)
     yield "grouped", GroupedNet().double(), (2, 4, 4)
@@ -44,9 +60,11 @@ def models():
         (3, 8, 8)
     torch.manual_seed(2)
     yield "option_a", cifar_resnet(8, widths=(2, 3, 5)).double(), (3, 8, 8)
+    torch.manual_seed(3)
+    yield "volume", VolumeNet().double(), (1, 4, 4, 4)
 
 
-WHICH = ["grouped", "bottleneck", "option_a"]
+WHICH = ["grouped", "bottleneck", "option_a", "volume"]
 MAKERS = {
     "gsgd": lambda m, s: GSGD(m, s, lr=0.005, momentum=0.5),
     "gspace-adam": lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),
