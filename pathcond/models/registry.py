@@ -22,6 +22,7 @@ from pathcond.models.alexnet import alexnet
 from pathcond.models.autoencoder import MNIST_PIXELS, MnistAutoencoder
 from pathcond.models.cifar_nv import CifarNV
 from pathcond.models.cifar_resnet import cifar_resnet
+from pathcond.models.conv_autoencoder import ConvAutoencoder
 from pathcond.models.mlp import MLP, mlp_bn
 from pathcond.models.resnet import resnet18, resnet34, resnet50, tiny_resnet
 from pathcond.models.toy import OneNeuron
@@ -78,6 +79,13 @@ MODELS: dict[str, ModelSpec] = {
         _autoencoder,
         lambda kw: (int(kw.get("in_features", MNIST_PIXELS)),),
         "Fig 5 autoencoder 784 -> 784/k -> 784/k^2 -> 784/k -> 784",
+    ),
+    "conv_autoencoder": ModelSpec(
+        ConvAutoencoder,
+        lambda kw: (int(kw.get("in_channels", 1)), int(kw.get("image_size", 28)),
+                    int(kw.get("image_size", 28))),
+        "convolutional autoencoder (C,S,S) -> (2w,S/4,S/4) -> (C,S,S): strided convs, "
+        "transposed convs",
     ),
     "one_neuron": ModelSpec(OneNeuron, lambda kw: (1,), "Fig 1 toy x -> v*relu(w*x)"),
     "tiny_resnet": ModelSpec(tiny_resnet, _image(32), "few-channel CIFAR-stem ResNet for tests"),

@@ -70,7 +70,11 @@ class DataConfig(_Strict):
     limit: PositiveInt | None = Field(default=None, description="keep this many training samples")
     split_seed: int = Field(default=0, ge=0, description="seed of the split and the `limit` "
                                                          "draw; fixed across training seeds")
-    task: Literal["classification", "autoencoding"] = "classification"
+    task: Literal["classification", "autoencoding", "image_autoencoding"] = Field(
+        default="classification",
+        description="classification; autoencoding (targets are the inputs, flattened: the "
+                    "paper's MLP autoencoder); image_autoencoding (inputs and targets keep "
+                    "their shape, e.g. (1, 28, 28): for convolutional autoencoders)")
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="dataset-specific options (e.g. n, noise)")
 

@@ -120,8 +120,8 @@ def load_data(cfg: DataConfig) -> DataSplits:
     """Load the dataset of a ``data`` section (classification or autoencoding)."""
     splits = load_dataset(cfg.name, root=cfg.root, seed=cfg.split_seed,
                           val_fraction=cfg.val_fraction, limit=cfg.limit, **cfg.options)
-    if cfg.task == "autoencoding":
-        splits = to_autoencoding(splits)
+    if cfg.task in ("autoencoding", "image_autoencoding"):
+        splits = to_autoencoding(splits, flatten=cfg.task == "autoencoding")
     return splits
 
 

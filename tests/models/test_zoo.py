@@ -39,6 +39,7 @@ ALL_NAMES = [
     "one_neuron",
     "tiny_resnet",
     "cifar_resnet",
+    "conv_autoencoder",
 ]
 
 # SPEC section 6, Table 1: (parameters, hidden units).
@@ -73,6 +74,7 @@ OUTPUT_DIM = {
     "one_neuron": 1,
     "tiny_resnet": 10,
     "cifar_resnet": 10,
+    "conv_autoencoder": (1, 28, 28),
 }
 
 
@@ -104,7 +106,8 @@ def test_output_shape_on_batch_of_two(name: str) -> None:
     model = _model(name)
     with torch.no_grad():
         out = model(_input(name))
-    assert out.shape == (2, OUTPUT_DIM[name])
+    dim = OUTPUT_DIM[name]
+    assert out.shape == (2, *(dim if isinstance(dim, tuple) else (dim,)))
     assert torch.isfinite(out).all()
 
 
@@ -131,6 +134,7 @@ def test_fx_traceable_and_equivalent(name: str) -> None:
         ("mlp", (784,)),
         ("mnist_autoencoder", (784,)),
         ("one_neuron", (1,)),
+        ("conv_autoencoder", (1, 28, 28)),
     ],
 )
 def test_model_input_shape(name: str, shape: tuple[int, ...]) -> None:

@@ -180,6 +180,23 @@ def test_adam_and_autoencoding(tmp_path: Path) -> None:
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
+def test_image_autoencoding_with_a_convolutional_autoencoder(tmp_path: Path) -> None:
+    """``image_autoencoding`` keeps the images' shape: the zoo's convolutional autoencoder
+    (transposed convolutions, BatchNorm) trains on it with PathCond, and the flattened
+    ``autoencoding`` is refused for it in one line."""
+    data = {"name": "synthetic", "task": "image_autoencoding",
+            "options": {"n": 96, "input_shape": [1, 8, 8], "num_classes": 2}}
+    model = {"name": "conv_autoencoder", "args": {"image_size": 8, "width": 4}}
+    trainer = Trainer(tiny_config(tmp_path / "cae", "method=pathcond", "optimizer.lr=0.01",
+                                  data=data, model=model))
+    assert tuple(trainer.train_x.shape[1:]) == (1, 8, 8)
+    result = trainer.run()
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    with pytest.raises(ConfigError, match="does not accept synthetic-autoencoding samples"):
+        Trainer(tiny_config(tmp_path / "flat", data={**data, "task": "autoencoding"},
+                            model=model))
+
+
 def test_bad_input_is_refused_before_writing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="does not accept synthetic samples"):
