@@ -12,6 +12,7 @@ depends on their scale.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -249,9 +250,15 @@ class _Builder:
                 assert shape is not None
                 self.add_op(node, "input", [], torch.full(shape[1:], FIXED, dtype=torch.int64))
             elif node.op == "get_attr":
-                self.problem(node, f"{_describe(node)}: parameter or buffer '{node.target}' is "
-                                   "used directly in forward; use it through nn.Linear, nn.Conv "
-                                   "or nn.BatchNorm modules")
+                if str(node.target).startswith("_tensor_constant"):
+                    self.problem(node, f"{_describe(node)}: a tensor made in forward "
+                                       "(torch.tensor(...)) is used directly as an operand; "
+                                       "pathcond follows Python numbers and lists of ints "
+                                       "there, not tensors")
+                else:
+                    self.problem(node, f"{_describe(node)}: parameter or buffer "
+                                       f"'{node.target}' is used directly in forward; use it "
+                                       "through nn.Linear, nn.Conv or nn.BatchNorm modules")
             elif node.op == "output":
                 for a in self.tensor_args(node):
                     self.output_ops.append(self.node_op[a])
@@ -539,20 +546,32 @@ class _Builder:
                     ) -> tuple[fx.Node, Any]:
         """The tensor input of ``node`` and ``node``'s operation as a function of that input
         alone (its other arguments static), raising ``_Skip`` where it cannot be."""
-        src = node.args[0] if node.args else None
-        rest = (node.args[1:], node.kwargs)
+        positional = bool(node.args)
+        src = node.args[0] if positional else node.kwargs.get("input")
+        args = node.args[1:]
+        kwargs = node.kwargs if positional else {
+            k: v for k, v in node.kwargs.items() if k != "input"}
         if not isinstance(src, fx.Node) or self.shape_of(src) is None or (
-                node.op == "call_module" and (len(node.args) != 1 or node.kwargs)):
+                node.op == "call_module" and (args or kwargs)):
             raise _Skip(f"{_describe(node)}: expected one tensor input")
-        if any(isinstance(a, fx.Node) for a in _flatten_args(rest)):
+        if any(isinstance(a, fx.Node) for a in _flatten_args((args, kwargs))):
             raise _Skip(f"{_describe(node)}: arguments computed in forward (from a tensor or "
                         "its shape) are not supported; write them as Python ints")
+        if _is_roll(node):  # a batch of 2 cannot see a roll of the batch by an even shift
+            rolled: Any = args[1] if len(args) > 1 else kwargs.get("dims")
+            ndim = len(self.shape_of(src) or ())
+            dims: Any = [rolled] if isinstance(rolled, int) else rolled
+            if not dims or any(int(d) % ndim == 0 for d in dims):
+                raise _Skip(f"{_describe(node)}: rolling the batch dimension (or the flattened "
+                            "tensor, without dims) mixes samples; roll per-sample dimensions")
 
         def call(x: torch.Tensor) -> torch.Tensor:
             try:
                 with torch.no_grad():
-                    out = apply(x) if node.op == "call_module" else apply(
-                        x, *node.args[1:], **node.kwargs)
+                    if node.op == "call_module" or positional:
+                        out = apply(x, *args, **kwargs)
+                    else:
+                        out = apply(input=x, **kwargs)
             except Exception as exc:  # noqa: BLE001 - reported as the node's problem
                 raise _Skip(f"{_describe(node)}: could not follow it ({exc})") from None
             if not isinstance(out, torch.Tensor):
@@ -582,12 +601,18 @@ class _Builder:
             return
         spatial, out_spatial = tuple(labels.shape[1:]), tuple(shape[2:])
         matrices = []
+        # slabs of ones, a few at a time: each probe holds one input and one output image
+        chunk = max(1, 2**20 // (math.prod(spatial) + math.prod(out_spatial)))
         for axis, n in enumerate(spatial):
-            slabs = torch.zeros((n, 1, *spatial), dtype=torch.float64)
-            slabs.movedim(2 + axis, 0).diagonal(dim1=0, dim2=1).fill_(1.0)
-            profile = call(slabs)[(slice(None), 0, *(slice(None) if a == axis else 0
-                                                     for a in range(dims)))]
-            matrices.append(profile.T.contiguous())  # (out_n, in_n)
+            profiles = []
+            for start in range(0, n, chunk):
+                count = min(chunk, n - start)
+                slabs = torch.zeros((count, 1, *spatial), dtype=torch.float64)
+                line = slabs.movedim(2 + axis, 1)[:, start:start + count]
+                line.diagonal(dim1=0, dim2=1).fill_(1.0)
+                profiles.append(call(slabs)[(slice(None), 0, *(  # a copy: not a view
+                    slice(None) if a == axis else 0 for a in range(dims)))].clone())
+            matrices.append(torch.cat(profiles).T.contiguous())  # (out_n, in_n)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn((2, *labels.shape), generator=gen, dtype=torch.float64)
         want = call(x)
@@ -1044,6 +1069,11 @@ def _split_kind(node: fx.Node) -> str | None:
     if node.op == "call_method":
         return _SPLIT_METHODS.get(str(node.target))
     return None
+
+
+def _is_roll(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target is torch.roll) or (
+        node.op == "call_method" and node.target == "roll")
 
 
 def _reads_shape(node: fx.Node) -> bool:

@@ -1111,6 +1111,9 @@ def test_channel_split_and_shuffle_keep_the_function() -> None:
     (lambda h: F.interpolate(h, size=h.shape[-1] * 2), "computed in forward"),
     (lambda h: torch.flip(h, dims=[0]), "mixes samples"),
     (lambda h: h.roll(1), "mixes samples"),  # no dims: the flattened batch rolls
+    (lambda h: h.roll(2, 0), "rolling the batch"),  # the identity on a batch of 2 only
+    (lambda h: torch.roll(h, 4), "rolling the batch"),
+    (lambda h: h.repeat_interleave(torch.tensor([1, 2]), dim=2), "a tensor made in forward"),
     (lambda h: h.repeat(2, 1, 1), "batch"),
 ])
 def test_copies_that_are_not_per_sample_copies_are_refused(fn, match: str) -> None:
@@ -1163,3 +1166,23 @@ def test_smooth_upsampling_ties_each_channel_and_keeps_the_function(mode: str,
     before = model(x)
     pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups))
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_copies_called_with_keyword_input_are_followed() -> None:
+    """``torch.flip(input=h, ...)`` is the same operation as ``torch.flip(h, ...)``."""
+    def net(fn) -> nn.Module:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Unflatten(1, (2, 2)), _Lambda(fn),
+                              nn.Flatten(), nn.LazyLinear(2))
+        model(torch.zeros(2, 3))
+        return model
+
+    for keyword, positional in [
+            (lambda h: torch.flip(input=h, dims=[-1]), lambda h: torch.flip(h, [-1])),
+            (lambda h: torch.roll(input=h, shifts=1, dims=2), lambda h: torch.roll(h, 1, 2)),
+            (lambda h: torch.tile(input=h, dims=(1, 2)), lambda h: torch.tile(h, (1, 2)))]:
+        a, b = net(keyword), net(positional)
+        assert pathcond.path_norm(a, (3,)) == pytest.approx(pathcond.path_norm(b, (3,)),
+                                                            rel=1e-12)
+        assert pathcond.path_norm(a, (3,)) != pytest.approx(
+            pathcond.path_norm(net(lambda h: h), (3,)), rel=1e-6)
