@@ -120,19 +120,26 @@ class UnitDAG:
             out.append(self._node("sum", edges))
         return np.array(out, dtype=np.int64)
 
-    def conv(self, x: np.ndarray, model: nn.Module, name: str, bn: str | None = None
-             ) -> np.ndarray:
-        module = model.get_submodule(name)
-        w, b, bkey = fold(model, name, bn)
+    def _conv_geometry(self, x: np.ndarray, module: nn.Module, name: str, w: torch.Tensor,
+                       b: torch.Tensor | None, bkey: str | None
+                       ) -> tuple[str, int, tuple[int, ...], tuple[int, ...], tuple[int, ...],
+                                  tuple[int, ...]]:
+        """Register a (transposed) convolution's parameters; its weight key, number of
+        spatial dimensions, kernel, stride, padding and dilation."""
         wkey = f"{name}.weight"
         self._register(wkey, w)
         self._register(bkey, b)
         dims = w.dim() - 2
         assert x.ndim == dims + 1
-        kernel = tuple(w.shape[2:])
-        stride = _tup(module.stride, dims)
-        padding = _tup(module.padding, dims)
-        dilation = _tup(module.dilation, dims)
+        return (wkey, dims, tuple(w.shape[2:]), _tup(module.stride, dims),
+                _tup(module.padding, dims), _tup(module.dilation, dims))
+
+    def conv(self, x: np.ndarray, model: nn.Module, name: str, bn: str | None = None
+             ) -> np.ndarray:
+        module = model.get_submodule(name)
+        w, b, bkey = fold(model, name, bn)
+        wkey, dims, kernel, stride, padding, dilation = self._conv_geometry(
+            x, module, name, w, b, bkey)
         groups = module.groups
         c_out, in_per_group = w.shape[0], w.shape[1]
         out_per_group = c_out // groups
@@ -181,15 +188,8 @@ class UnitDAG:
             mu = norm.running_mean.detach().to(torch.float64)
             b = beta + gamma / sigma * ((0.0 if b is None else b) - mu)
             bkey = f"{bn}.bias"
-        wkey = f"{name}.weight"
-        self._register(wkey, w)
-        self._register(bkey, b)
-        dims = w.dim() - 2
-        assert x.ndim == dims + 1
-        kernel = tuple(w.shape[2:])
-        stride = _tup(module.stride, dims)
-        padding = _tup(module.padding, dims)
-        dilation = _tup(module.dilation, dims)
+        wkey, dims, kernel, stride, padding, dilation = self._conv_geometry(
+            x, module, name, w, b, bkey)
         spatial = x.shape[1:]
         natural = tuple((spatial[i] - 1) * stride[i] - 2 * padding[i]
                         + dilation[i] * (kernel[i] - 1) + 1 for i in range(dims))

@@ -95,22 +95,14 @@ class Layer:
         in_per_group, *kernel)``: output channel ``g * out_per_group + j`` of group ``g``
         reads ``weight[g * in_per_group + i, j]`` (a transposed convolution's weight); the
         tensor itself for other layers. Trailing dimensions may be broadcast (size 1)."""
-        if self.kind != "conv_transpose":
-            return weight
-        g = self.groups
-        in_c, out_per_group, *rest = weight.shape
-        blocks = weight.reshape(g, in_c // g, out_per_group, *rest).transpose(1, 2)
-        return blocks.reshape(g * out_per_group, in_c // g, *rest)
+        return _swap_within_groups(weight, self.groups) if self.kind == "conv_transpose" \
+            else weight
 
     def to_native(self, weight: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`to_lifting`: a lifting-layout tensor laid out like the
-        parameter."""
-        if self.kind != "conv_transpose":
-            return weight
-        g = self.groups
-        out_c, in_per_group, *rest = weight.shape
-        blocks = weight.reshape(g, out_c // g, in_per_group, *rest).transpose(1, 2)
-        return blocks.reshape(g * in_per_group, out_c // g, *rest)
+        parameter (the same exchange of the first two dimensions within each group)."""
+        return _swap_within_groups(weight, self.groups) if self.kind == "conv_transpose" \
+            else weight
 
     @property
     def kernel_numel(self) -> int:
@@ -131,3 +123,11 @@ class Layer:
         if self.batchnorm is not None:
             return f"{self.batchnorm}.bias"
         return self.bias_name
+
+
+def _swap_within_groups(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``(g * a, b, *rest) -> (g * b, a, *rest)``: the first two dimensions exchanged within
+    each of the ``groups`` blocks of the first."""
+    rows, cols, *rest = weight.shape
+    blocks = weight.reshape(groups, rows // groups, cols, *rest).transpose(1, 2)
+    return blocks.reshape(groups * cols, rows // groups, *rest)
