@@ -588,7 +588,7 @@ class _Builder:
         dims = _SEPARABLE_MODES.get(str(mode))
         if dims is None:
             raise _Skip(f"{_describe(node)}: interpolation mode {mode!r} is not supported "
-                        "(nearest, nearest-exact, linear, bilinear and bicubic are)")
+                        "(nearest, nearest-exact, linear, bilinear, bicubic and trilinear are)")
         src, call = self.static_call(node, apply)
         labels = self.labels[self.node_op[src]]
         shape = self.shape_of(node)

@@ -91,8 +91,9 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     """A zoo model (``pathcond models``) or one of the user's (``package.module:callable``),
-    its constructor arguments, and one sample's input shape (taken from the zoo, or for a
-    user's model from the data, and saved resolved)."""
+    its constructor arguments, and one sample's input shape (taken from the zoo when the
+    data's samples have as many entries, else from the data, and then saved resolved: a
+    model of yours, a fully convolutional zoo model at another image size)."""
 
     name: str = "mlp"
     args: dict[str, Any] = Field(default_factory=dict)

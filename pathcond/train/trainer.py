@@ -265,14 +265,16 @@ class Trainer:
         self.model: nn.Module = get_model(config.model.name, **config.model.args)
         if not any(p.requires_grad for p in self.model.parameters()):
             raise ConfigError(f"model {config.model.name!r} has no trainable parameters")
+        zoo_shape = None if is_user_model(config.model.name) else tuple(
+            model_input_shape(config.model.name, **config.model.args))
         if config.model.input_shape is not None:
             self.input_shape = tuple(config.model.input_shape)
-        elif is_user_model(config.model.name):  # from the data, saved resolved
+        elif zoo_shape is not None and math.prod(zoo_shape) == math.prod(data.input_shape):
+            self.input_shape = zoo_shape  # the same samples (an MLP flattens the images)
+        else:  # a model of yours, or a zoo model run at another size: the data's, saved
             self.input_shape = tuple(data.input_shape)
             model_cfg = config.model.model_copy(update={"input_shape": list(self.input_shape)})
             self.config = config = config.model_copy(update={"model": model_cfg})
-        else:
-            self.input_shape = tuple(model_input_shape(config.model.name, **config.model.args))
         self._check_compatible()
         if config.optimizer.lr_scales == "pathcond":  # saved resolved: resume rebuilds the same
             optimizer = resolve_lr_scales(config.optimizer, self.model, self.input_shape,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import pathcond
 from pathcond.errors import ConfigError
 from pathcond.models import MODELS, ModelSpec
 from pathcond.train import Trainer, train
@@ -195,6 +196,22 @@ def test_image_autoencoding_with_a_convolutional_autoencoder(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="does not accept synthetic-autoencoding samples"):
         Trainer(tiny_config(tmp_path / "flat", data={**data, "task": "autoencoding"},
                             model=model))
+
+
+def test_a_zoo_model_run_at_another_size_uses_the_datas_shape(tmp_path: Path) -> None:
+    """A fully convolutional zoo model on 12x12 images (its zoo shape is 28x28): the path
+    quantities are those of the data's shape, which the run's config keeps for
+    ``pathcond rescale RUN``."""
+    data = {"name": "synthetic", "task": "image_autoencoding",
+            "options": {"n": 96, "input_shape": [1, 12, 12], "num_classes": 2}}
+    model = {"name": "conv_autoencoder", "args": {"width": 2}}
+    trainer = Trainer(tiny_config(tmp_path / "r", data=data, model=model))
+    assert trainer.input_shape == (1, 12, 12)
+    assert trainer.config.model.input_shape == [1, 12, 12]
+    assert pathcond.num_paths(trainer.model, (1, 12, 12)) != pathcond.num_paths(
+        trainer.model, (1, 28, 28))
+    mlp = Trainer(tiny_config(tmp_path / "m"))  # an MLP on flat samples: the zoo's shape
+    assert mlp.input_shape == (12,) and mlp.config.model.input_shape is None
 
 
 def test_bad_input_is_refused_before_writing(tmp_path: Path) -> None:
