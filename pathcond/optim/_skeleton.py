@@ -147,6 +147,12 @@ def choose_fixed(structure: Structure, strategy: Strategy) -> FixedChoice:
     log-scales, processing groups by increasing distance to the output."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    transposed = [s.name for s in structure.slots if structure.transposed(s)]
+    if transposed:
+        raise UnsupportedModelError(
+            f"'{transposed[0]}' is the weight of a transposed convolution: the skeleton of "
+            "G-SGD, G-space and weight fixing does not follow it yet (path quantities, "
+            "PathCond, Path-SGD and ENorm do)")
     for slot in structure.slots:  # else the rescaling to +-1 fails on NaN log-scales
         if not bool(torch.isfinite(slot.param.detach()).all()):
             raise NonFiniteParameterError(

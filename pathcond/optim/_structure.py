@@ -79,12 +79,6 @@ class Structure:
     """
 
     def __init__(self, model: nn.Module, graph: RescalingGraph):
-        transposed = [layer.name for layer in graph.layers if layer.kind == "conv_transpose"]
-        if transposed:
-            raise UnsupportedModelError(
-                f"layer '{transposed[0]}' is a transposed convolution: ENorm, G-SGD and weight "
-                "fixing do not support it yet (path quantities, PathCond, Path-SGD and "
-                "rescaling do)")
         self.graph = graph
         self.num_groups = graph.num_groups
         params = dict(model.named_parameters())
@@ -98,6 +92,10 @@ class Structure:
             trailing = (1,) * (len(layer.weight_shape) - 2)
             rows_w = rows.reshape(-1, 1, *trailing)
             cols_w = cols.reshape(*cols.shape, *trailing)
+            if layer.kind == "conv_transpose":  # entry by entry, laid out like the weight
+                full = (*layer.lifting_shape[:2], *trailing)
+                rows_w = layer.to_native(rows_w.expand(full))
+                cols_w = layer.to_native(cols_w.expand(full))
             d = depths[li]
 
             def add(name: str, role: Role, dst: torch.Tensor | None, src: torch.Tensor | None,
@@ -167,10 +165,22 @@ class Structure:
         k = torch.arange(out, device=self.device).unsqueeze(1)
         return (k // per_out) * width + cols
 
+    def transposed(self, slot: Slot) -> bool:
+        """Whether ``slot`` belongs to a transposed convolution: its ``dst`` and ``src`` are
+        then given entry by entry, in the parameter's ``(in, out_per_group, *kernel)``
+        layout, and the (row, column) helpers above do not apply."""
+        return self.graph.layers[slot.layer].kind == "conv_transpose"
+
     def edges(self) -> torch.Tensor:
         """``(E, 2)`` distinct (src, dst) group pairs joined by some weight entry, src >= 0."""
         pairs: list[torch.Tensor] = []
         for _, slot in self.weight_slots():
+            if self.transposed(slot):
+                assert slot.src is not None
+                dst = torch.full_like(slot.src, -1) if slot.dst is None else slot.dst
+                s, d = torch.broadcast_tensors(slot.src, dst)
+                pairs.append(torch.stack([s.reshape(-1), d.reshape(-1)], 1))
+                continue
             src = self.pair_src(slot)
             dst = self.pair_dst(slot)
             if src.shape[0] == 1:

@@ -172,18 +172,20 @@ class ENorm:
             return None
         return (~same).to(slot.param.dtype)
 
+    def _reduce(self, slot: Slot, index: torch.Tensor) -> _Reduce:
+        """Sum over the dimensions along which ``index`` (broadcastable to the parameter) is
+        constant, then add into the groups ``index`` names: rows for incoming entries,
+        columns (or (row, column) pairs of a grouped convolution) for outgoing ones."""
+        if index.dim() == 0:
+            index = index.reshape(1)
+        dims = tuple(d for d in range(slot.param.dim()) if index.shape[d] == 1)
+        return _Reduce(dims, self.structure.ext(index.reshape(-1)), self._keep_mask(slot))
+
     def _incoming_reduce(self, slot: Slot) -> _Reduce | None:
-        if slot.dst is None:
-            return None
-        dims = tuple(range(1, slot.param.dim()))
-        return _Reduce(dims, self.structure.ext(slot.dst.reshape(-1)), self._keep_mask(slot))
+        return None if slot.dst is None else self._reduce(slot, slot.dst)
 
     def _outgoing_reduce(self, slot: Slot) -> _Reduce | None:
-        if slot.src is None:
-            return None
-        dense = slot.src.shape[0] == 1
-        dims = (0, *range(2, slot.param.dim())) if dense else tuple(range(2, slot.param.dim()))
-        return _Reduce(dims, self.structure.ext(slot.src.reshape(-1)), self._keep_mask(slot))
+        return None if slot.src is None else self._reduce(slot, slot.src)
 
     def _make_blocks(self) -> tuple[_Block, ...]:
         st = self.structure

@@ -256,3 +256,64 @@ def test_non_finite_parameter_leaves_its_groups_alone_and_names_them(bad):
     finite = after[2].isfinite()
     assert torch.equal(after[2][finite], weight_before[2][finite])
     assert enorm.unbalanced_groups() == names
+
+
+class _Decoder(nn.Module):
+    """A convolution, a grouped transposed convolution with a bias, a transposed one with
+    BatchNorm, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(1, 4, 2)
+        self.up = nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2)
+        self.up2 = nn.ConvTranspose2d(6, 2, 2, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.up(torch.relu(self.enc(x))))
+        return self.fc(torch.relu(self.bn(self.up2(h))).flatten(1))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_transposed_convolutions_sums_by_definition(p: float) -> None:
+    """ENorm's per-group incoming and outgoing sums on transposed convolutions equal those
+    written from the graph in the lifting layout ``(out, in_per_group, *kernel)``; cycles
+    keep the function (train and eval mode) and lower the objective."""
+    torch.manual_seed(0)
+    model = _Decoder().double()
+    shape = (1, 3, 3)
+    enorm = ENorm(model, shape, p=p, exclude_batchnorm=False)
+    graph = enorm.graph
+    h = graph.num_groups
+    want_in = torch.zeros(h + 1, dtype=torch.float64)
+    want_out = torch.zeros(h + 1, dtype=torch.float64)
+    ext = lambda g: torch.where(g < 0, h, g)  # noqa: E731
+    for layer in graph.layers:
+        module = model.get_submodule(layer.name)
+        w = layer.to_lifting(module.weight.detach()).abs() ** p
+        rows, cols = ext(layer.row_groups), ext(layer.col_groups)
+        cols = torch.broadcast_to(cols, w.shape[:2])
+        pairs = w.reshape(*w.shape[:2], -1).sum(dim=2)  # over the kernel
+        want_out.index_add_(0, cols.reshape(-1), pairs.reshape(-1))
+        if layer.batchnorm is None:
+            want_in.index_add_(0, rows, w.reshape(w.shape[0], -1).sum(dim=1))
+            if module.bias is not None:
+                want_in.index_add_(0, rows, module.bias.detach().abs() ** p)
+        else:
+            bn = model.get_submodule(layer.batchnorm)
+            want_in.index_add_(0, rows, bn.weight.detach().abs() ** p + bn.bias.detach().abs() ** p)
+    everything = range(len(enorm.structure.slots))
+    got_in, got_out = enorm._sums(everything, everything)
+    torch.testing.assert_close(got_in[:h], want_in[:h], rtol=1e-12, atol=0)
+    torch.testing.assert_close(got_out[:h], want_out[:h], rtol=1e-12, atol=0)
+    x = torch.randn((4, *shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before = outputs_both_modes(model, x)
+    values = [enorm.objective()]
+    for _ in range(3):
+        enorm.step()
+        values.append(enorm.objective())
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:], strict=False))
+    assert values[-1] < values[0]
+    for y0, y1 in zip(before, outputs_both_modes(model, x), strict=True):
+        torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-12)
