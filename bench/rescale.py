@@ -60,11 +60,13 @@ from pathcond.solver import (  # noqa: E402
 )
 
 DEFAULT_MODELS = ("mlp", "cifar_nv", "resnet18", "resnet50")
-KNOWN_MODELS = (*DEFAULT_MODELS, "vgg16", "cifar_resnet20", "cifar_resnet110")
+KNOWN_MODELS = (*DEFAULT_MODELS, "vgg16", "cifar_resnet20", "cifar_resnet110",
+                "conv_autoencoder")
 LABELS = {"mlp": "MLP 3072-500x6-10", "cifar_nv": "CIFAR-NV", "resnet18": "ResNet-18",
           "resnet50": "ResNet-50", "vgg16": "VGG-16",
           "cifar_resnet20": "CIFAR ResNet-20 (option A)",
-          "cifar_resnet110": "CIFAR ResNet-110 (option A)"}
+          "cifar_resnet110": "CIFAR ResNet-110 (option A)",
+          "conv_autoencoder": "conv autoencoder (transposed convs, 1x28x28)"}
 SOLVERS = ("newton", "block", "coordinate")
 SOLVE = {"newton": solve_newton, "block": solve_block, "coordinate": solve_coordinate}
 TARGET_RATIO = 10.0
