@@ -546,6 +546,23 @@ def randomize_parameters(model: nn.Module, gen: torch.Generator, scale: float = 
                                                    dtype=m.bias.dtype))
 
 
+def linear_weights(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
+    """The ``(n_out, n_in)`` matrix of 1-D linear interpolation (PyTorch's convention: pixel
+    centres, or corners aligned), written from the formula."""
+    r = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        if align_corners:
+            src = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+        else:
+            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        lo = min(int(math.floor(src)), n_in - 1)
+        hi = min(lo + 1, n_in - 1)
+        frac = src - lo
+        r[i, lo] += 1.0 - frac
+        r[i, hi] += frac
+    return r
+
+
 @dataclass(frozen=True)
 class Arch:
     """A small random architecture: MLP or 2-D conv net, optional BatchNorm and residual
@@ -566,6 +583,13 @@ class Arch:
     # of channels the block adds, with an "option A" shortcut (x[:, :, ::2, ::2] zero-padded
     # with that many channels) beside a stride-2 branch
     widen: tuple[int, ...] = ()
+    # conv, per hidden layer: "none", or an upsampling by 2 after it (and its pooling):
+    # "transpose" (a ConvTranspose2d(w, w, 2, stride=2) and the activation), "nearest",
+    # "bilinear"
+    up: tuple[str, ...] = ()
+
+    def upsampling(self, i: int) -> str:
+        return self.up[i] if self.up else "none"
 
     def widening(self, i: int) -> int:
         return self.widen[i] if self.widen else 0
@@ -600,6 +624,13 @@ class SpecNet(nn.Module):
                 body[f"p{i}"] = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
             if conv and arch.pool[i] != "none":
                 spatial = [-(-s // 2) for s in spatial]
+            up = arch.upsampling(i)
+            if up == "transpose":
+                body[f"u{i}"] = nn.ConvTranspose2d(w, w, 2, stride=2, bias=arch.bias[i])
+            elif up != "none":
+                body[f"u{i}"] = nn.Upsample(scale_factor=2, mode=up)
+            if up != "none":
+                spatial = [2 * s for s in spatial]
             wide = w + arch.widening(i)
             if arch.residual[i]:
                 if conv:
@@ -630,6 +661,10 @@ class SpecNet(nn.Module):
             x = self.act(x)
             if arch.kind == "conv" and arch.pool[i] != "none":
                 x = self.body[f"p{i}"](x)
+            if arch.upsampling(i) != "none":
+                x = self.body[f"u{i}"](x)
+                if arch.upsampling(i) == "transpose":
+                    x = self.act(x)
             if arch.residual[i]:
                 h = self.act(self.body[f"r{i}a"](x))
                 h = self.body[f"r{i}b"](h)
@@ -664,6 +699,13 @@ def spec_dag(model: SpecNet) -> UnitDAG:
             x = g.maxpool(x, 2, ceil_mode=True)
         elif conv and arch.pool[i] == "avg":
             x = g.avgpool(x, 2, ceil_mode=True, count_include_pad=False)
+        up = arch.upsampling(i)
+        if up == "transpose":
+            x = g.relu(g.conv_transpose(x, model, f"body.u{i}"), slope)
+        elif up == "nearest":
+            x = x.repeat(2, axis=1).repeat(2, axis=2)
+        elif up == "bilinear":
+            x = g.interpolate(x, [linear_weights(n, 2 * n, False) for n in x.shape[1:]])
         if arch.residual[i]:
             h = g.relu(layer(x, model, f"body.r{i}a"), slope)
             h = layer(h, model, f"body.r{i}b", f"body.r{i}bn" if arch.batchnorm[i] else None)
@@ -695,8 +737,11 @@ def build(arch: Arch, seed: int) -> SpecNet:
 
 
 @st.composite
-def archs(draw, *, tiny: bool = False, allow_batchnorm: bool = True) -> Arch:
-    """Random small architectures; ``tiny`` keeps the number of paths enumerable."""
+def archs(draw, *, tiny: bool = False, allow_batchnorm: bool = True,
+          upsampling: bool = False) -> Arch:
+    """Random small architectures; ``tiny`` keeps the number of paths enumerable;
+    ``upsampling`` draws transposed convolutions and nearest or bilinear upsamplings too
+    (not followed by the skeleton methods)."""
     kind = draw(st.sampled_from(["mlp", "conv"]))
     if kind == "mlp":
         depth = draw(st.integers(1, 3))
@@ -721,14 +766,19 @@ def archs(draw, *, tiny: bool = False, allow_batchnorm: bool = True) -> Arch:
         head = draw(st.sampled_from(["flatten", "mean", "adaptive"]))
         # option-A blocks (tiny: at most one added channel, to keep paths enumerable)
         widen = tuple(draw(st.integers(0, 1 if tiny else 2)) if r else 0 for r in residual)
+    leaky, out = draw(st.booleans()), draw(st.integers(1, 3))
+    up: tuple[str, ...] = ()
+    if upsampling and kind == "conv":  # drawn last: the other draws stay as they were
+        up = tuple(draw(st.sampled_from(["none", "transpose", "nearest", "bilinear"]))
+                   for _ in range(depth))
     return Arch(kind=kind, in_shape=in_shape, widths=widths, bias=bias, batchnorm=bn,
-                residual=residual, pool=pool, stride=stride, head=head,
-                leaky=draw(st.booleans()), out=draw(st.integers(1, 3)), widen=widen)
+                residual=residual, pool=pool, stride=stride, head=head, leaky=leaky, out=out,
+                widen=widen, up=up)
 
 
 __all__ = [
     "ONE", "Arch", "BruteForce", "SpecNet", "UnitDAG", "archs", "brute_force", "build",
-    "check_dag_matches_model", "fold", "pool_output_size", "randomize_batchnorm",
+    "check_dag_matches_model", "fold", "linear_weights", "pool_output_size", "randomize_batchnorm",
     "randomize_parameters", "single_thread", "spec_dag",
 ]
 

@@ -27,6 +27,7 @@ from tests.bruteforce import (
     brute_force,
     build,
     check_dag_matches_model,
+    linear_weights,
     randomize_batchnorm,
     randomize_parameters,
     spec_dag,
@@ -650,23 +651,6 @@ def copies_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
-def linear_weights(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
-    """The ``(n_out, n_in)`` matrix of 1-D linear interpolation (PyTorch's convention: pixel
-    centres, or corners aligned), written from the formula."""
-    r = np.zeros((n_out, n_in))
-    for i in range(n_out):
-        if align_corners:
-            src = i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
-        else:
-            src = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
-        lo = min(int(math.floor(src)), n_in - 1)
-        hi = min(lo + 1, n_in - 1)
-        frac = src - lo
-        r[i, lo] += 1.0 - frac
-        r[i, hi] += frac
-    return r
-
-
 class Interpolations(nn.Module):
     """A bilinear upsampling to a size (pixel centres) and a linear one with aligned
     corners, between a convolution and a Linear head."""
@@ -904,7 +888,7 @@ def test_magnitudes_closed_form_layered_mlp() -> None:
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time on failure
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(arch=archs(tiny=True), seed=st.integers(0, 2**31 - 1))
+@given(arch=archs(tiny=True, upsampling=True), seed=st.integers(0, 2**31 - 1))
 def test_random_architectures(arch, seed: int) -> None:
     model = build(arch, seed).eval()
     dag = spec_dag(model)
@@ -922,7 +906,7 @@ def test_random_architectures(arch, seed: int) -> None:
 @settings(max_examples=30, deadline=None, derandomize=True, database=None,
           phases=[Phase.explicit, Phase.generate],  # no shrinking: bounded time on failure
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-@given(arch=archs(tiny=True), seed=st.integers(0, 2**31 - 1))
+@given(arch=archs(tiny=True, upsampling=True), seed=st.integers(0, 2**31 - 1))
 def test_random_architectures_structure(arch, seed: int) -> None:
     """Exact path counts and the magnitude pattern up to scale on random architectures."""
     model = build(arch, seed).eval()

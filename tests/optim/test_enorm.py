@@ -51,7 +51,7 @@ def independent_objective(model: nn.Module, graph, c: float, p: float,
 
 @pytest.mark.parametrize("exclude_batchnorm", [True, False])
 @SETTINGS
-@given(arch=archs())
+@given(arch=archs(upsampling=True))
 def test_function_kept_and_norm_decreases(arch, exclude_batchnorm):
     model = build(arch, seed=5)
     gen = torch.Generator().manual_seed(1)
