@@ -4,6 +4,7 @@ from pathcond.models.alexnet import AlexNet, alexnet
 from pathcond.models.autoencoder import MnistAutoencoder, autoencoder_widths
 from pathcond.models.cifar_nv import CifarNV
 from pathcond.models.cifar_resnet import CifarResNet, cifar_resnet
+from pathcond.models.conv_autoencoder import ConvAutoencoder
 from pathcond.models.counting import (
     count_hidden_units,
     count_parameters,
@@ -40,6 +41,7 @@ __all__ = [
     "Bottleneck",
     "CifarNV",
     "CifarResNet",
+    "ConvAutoencoder",
     "MnistAutoencoder",
     "ModelSpec",
     "OneNeuron",

@@ -495,7 +495,8 @@ class GSpace(_SkeletonOptimizer):
     touches (a bias before a BatchNorm) are their own coordinates.
 
     Args:
-        model: the network (any model :func:`pathcond.rescaling_graph` supports).
+        model: the network (any model :func:`pathcond.rescaling_graph` supports, transposed
+            convolutions excepted).
         input_shape: one sample's shape (or give ``graph=``).
         optimizer: the inner optimizer class.
         strategy: how skeleton weights are chosen (:mod:`pathcond.optim._skeleton`).

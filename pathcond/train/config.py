@@ -91,9 +91,10 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     """A zoo model (``pathcond models``) or one of the user's (``package.module:callable``),
-    its constructor arguments, and one sample's input shape (taken from the zoo when the
-    data's samples have as many entries, else from the data, and then saved resolved: a
-    model of yours, a fully convolutional zoo model at another image size)."""
+    its constructor arguments, and one sample's input shape (taken from the zoo when it is
+    the data's, or the flat size of the data's samples for a zoo MLP; else from the data,
+    and then saved resolved: a model of yours, a fully convolutional zoo model at another
+    image size)."""
 
     name: str = "mlp"
     args: dict[str, Any] = Field(default_factory=dict)

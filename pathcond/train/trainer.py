@@ -269,7 +269,8 @@ class Trainer:
             model_input_shape(config.model.name, **config.model.args))
         if config.model.input_shape is not None:
             self.input_shape = tuple(config.model.input_shape)
-        elif zoo_shape is not None and math.prod(zoo_shape) == math.prod(data.input_shape):
+        elif zoo_shape is not None and (zoo_shape == tuple(data.input_shape) or (
+                len(zoo_shape) == 1 and zoo_shape[0] == math.prod(data.input_shape))):
             self.input_shape = zoo_shape  # the same samples (an MLP flattens the images)
         else:  # a model of yours, or a zoo model run at another size: the data's, saved
             self.input_shape = tuple(data.input_shape)
@@ -389,8 +390,15 @@ class Trainer:
             state = latest_checkpoint(self.run_dir)
         else:  # rank 0 reads (other nodes need no copy of the run directory)
             state = self.dist.from_main(lambda: latest_checkpoint(self.run_dir))
-        key = _diff_key(_comparable(_normalised(state["config"])),
-                        _comparable(self.config.to_dict()))
+        saved = _normalised(state["config"])
+        key = _diff_key(_comparable(saved), _comparable(self.config.to_dict()))
+        if key == "model.input_shape" and saved.get("model", {}).get("input_shape") is None:
+            raise ConfigError(
+                f"cannot resume {str(self.run_dir)!r}: an earlier pathcond traced "
+                f"{self.config.model.name!r} at its zoo shape "
+                f"{list(state.get('input_shape', []))}, not at the data's "
+                f"{list(self.input_shape)}, so the run's path quantities are "
+                "those of another input size; start it again (--overwrite)")
         if key is not None:
             raise ConfigError(f"cannot resume {str(self.run_dir)!r}: its checkpoint was made "
                               f"with a different '{key}'")

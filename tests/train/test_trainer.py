@@ -15,7 +15,7 @@ import pathcond
 from pathcond.errors import ConfigError
 from pathcond.models import MODELS, ModelSpec
 from pathcond.train import Trainer, train
-from pathcond.train.checkpoint import list_checkpoints, load_checkpoint
+from pathcond.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from pathcond.train.metrics import COLUMNS, read_metrics
 
 from .conftest import tiny_config
@@ -212,6 +212,32 @@ def test_a_zoo_model_run_at_another_size_uses_the_datas_shape(tmp_path: Path) ->
         trainer.model, (1, 28, 28))
     mlp = Trainer(tiny_config(tmp_path / "m"))  # an MLP on flat samples: the zoo's shape
     assert mlp.input_shape == (12,) and mlp.config.model.input_shape is None
+    # as many entries as the zoo's (3, 32, 32), laid out otherwise: the data's shape
+    wide = {"name": "synthetic", "options": {"n": 64, "input_shape": [3, 16, 64],
+                                             "num_classes": 3}}
+    net = Trainer(tiny_config(tmp_path / "w", data=wide,
+                              model={"name": "tiny_resnet", "args": {"num_classes": 3}}))
+    assert net.input_shape == (3, 16, 64)
+
+
+def test_a_run_an_earlier_version_traced_at_the_zoo_shape_is_not_resumed(
+        tmp_path: Path) -> None:
+    """A checkpoint whose config has no model.input_shape, for a run that now traces at the
+    data's shape: one line saying why, not a run continued at another shape."""
+    data = {"name": "synthetic", "task": "image_autoencoding",
+            "options": {"n": 64, "input_shape": [1, 12, 12], "num_classes": 2}}
+    model = {"name": "conv_autoencoder", "args": {"width": 2}}
+    run = tmp_path / "old"
+    train(tiny_config(run, "training.epochs=1", data=data, model=model))
+    path = list_checkpoints(run)[-1][1]
+    state = load_checkpoint(path)
+    state["config"]["model"].pop("input_shape")  # as the earlier version wrote it
+    state["input_shape"] = [1, 28, 28]
+    save_checkpoint(path, state)
+    with pytest.raises(ConfigError, match=r"an earlier pathcond traced 'conv_autoencoder' at "
+                                          r"its zoo shape \[1, 28, 28\]"):
+        Trainer(tiny_config(run, "training.epochs=2", data=data, model=model)).run(
+            resume=True)
 
 
 def test_bad_input_is_refused_before_writing(tmp_path: Path) -> None:
