@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from ..errors import NonFiniteParameterError, UnsupportedModelError
-from ..graph import RescalingGraph, resolve_graph
+from ..graph import Layer, RescalingGraph, resolve_graph
 from ._structure import Slot, Structure, kernel_center_order
 
 Strategy = Literal["skeleton", "hungarian", "largest"]
@@ -119,26 +119,35 @@ class _Pairs:
     order: torch.Tensor  # kernel positions, centre first
     out: int
     width: int
+    layer: Layer  # rows and columns are those of its lifting layout (out, in/g, *kernel)
+    native: torch.Tensor | None = None  # lifting-layout flat position -> parameter's
 
     def values(self) -> torch.Tensor:
         """``(out, width, K)`` detached float64 values, kernel positions centre first."""
-        p = self.slot.param.detach().to(torch.float64)
+        p = self.layer.to_lifting(self.slot.param.detach().to(torch.float64))
         k = self.order.numel()
         return p.reshape(self.out, -1, k)[:, :, self.order.to(p.device)]
 
     def flat_index(self, rows: torch.Tensor, cols: torch.Tensor, kidx: torch.Tensor
                    ) -> torch.Tensor:
+        """Row-major flat index, in the parameter, of the entries ``(rows, cols, kidx)``."""
         k = self.order.numel()
-        return (rows * self.width + cols) * k + self.order.to(rows.device)[kidx]
+        flat = (rows * self.width + cols) * k + self.order.to(rows.device)[kidx]
+        return flat if self.native is None else self.native.to(flat.device)[flat]
 
 
 def _pairs(structure: Structure) -> list[_Pairs]:
     out: list[_Pairs] = []
     for i, slot in structure.weight_slots():
         src = structure.pair_src(slot)
+        layer = structure.graph.layers[slot.layer]
+        native = None
+        if structure.transposed(slot):
+            positions = torch.arange(slot.param.numel(), device=structure.device)
+            native = layer.to_lifting(positions.reshape(slot.param.shape)).reshape(-1)
         out.append(_Pairs(i, slot, src, structure.pair_dst(slot), structure.global_columns(slot),
-                          kernel_center_order(tuple(slot.param.shape)),
-                          int(slot.param.shape[0]), int(src.shape[1])))
+                          kernel_center_order(tuple(slot.param.shape)), layer.out_units,
+                          int(src.shape[1]), layer, native))
     return out
 
 
@@ -147,12 +156,6 @@ def choose_fixed(structure: Structure, strategy: Strategy) -> FixedChoice:
     log-scales, processing groups by increasing distance to the output."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-    transposed = [s.name for s in structure.slots if structure.transposed(s)]
-    if transposed:
-        raise UnsupportedModelError(
-            f"'{transposed[0]}' is the weight of a transposed convolution: the skeleton of "
-            "G-SGD, G-space and weight fixing does not follow it yet (path quantities, "
-            "PathCond, Path-SGD and ENorm do)")
     for slot in structure.slots:  # else the rescaling to +-1 fails on NaN log-scales
         if not bool(torch.isfinite(slot.param.detach()).all()):
             raise NonFiniteParameterError(

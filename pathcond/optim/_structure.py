@@ -134,6 +134,12 @@ class Structure:
         """Map group index ``-1`` to ``H`` (for ``index_add_`` into ``H + 1`` slots)."""
         return torch.where(index < 0, self.num_groups, index)
 
+    def transposed(self, slot: Slot) -> bool:
+        """Whether ``slot`` belongs to a transposed convolution: its ``dst`` and ``src`` are
+        then given entry by entry, in the parameter's ``(in, out_per_group, *kernel)``
+        layout, and the (row, column) helpers below read the layer's lifting layout."""
+        return self.graph.layers[slot.layer].kind == "conv_transpose"
+
     def weight_slots(self) -> Iterator[tuple[int, Slot]]:
         """Slots with outgoing entries (``src`` set): the weights."""
         for i, s in enumerate(self.slots):
@@ -141,22 +147,27 @@ class Structure:
                 yield i, s
 
     def pair_dst(self, slot: Slot) -> torch.Tensor:
-        """``(out, 1)`` dst group of each row of a weight slot (``-1`` where none)."""
-        out = int(slot.param.shape[0])
+        """``(out, 1)`` dst group of each row of a weight slot (``-1`` where none), rows
+        and columns those of the lifting layout ``(out, in_per_group, *kernel)``."""
+        layer = self.graph.layers[slot.layer]
+        out = layer.out_units
         if slot.dst is None:
             return torch.full((out, 1), -1, dtype=torch.int64, device=self.device)
+        if self.transposed(slot):
+            return layer.row_groups.to(self.device).reshape(out, 1)
         return slot.dst.reshape(out, 1)
 
-    @staticmethod
-    def pair_src(slot: Slot) -> torch.Tensor:
+    def pair_src(self, slot: Slot) -> torch.Tensor:
         """``(1, in)`` or ``(out, in_per_group)`` src group of each (row, column) pair."""
         assert slot.src is not None
+        if self.transposed(slot):
+            return self.graph.layers[slot.layer].col_groups.to(self.device)
         return slot.src.reshape(slot.src.shape[0], slot.src.shape[1])
 
     def global_columns(self, slot: Slot) -> torch.Tensor:
         """Input-channel index of each column of ``pair_src`` (grouped convs included)."""
         src = self.pair_src(slot)
-        out, width = int(slot.param.shape[0]), int(src.shape[1])
+        out, width = self.graph.layers[slot.layer].out_units, int(src.shape[1])
         cols = torch.arange(width, device=self.device).unsqueeze(0)
         if src.shape[0] == 1:
             return cols
@@ -165,22 +176,10 @@ class Structure:
         k = torch.arange(out, device=self.device).unsqueeze(1)
         return (k // per_out) * width + cols
 
-    def transposed(self, slot: Slot) -> bool:
-        """Whether ``slot`` belongs to a transposed convolution: its ``dst`` and ``src`` are
-        then given entry by entry, in the parameter's ``(in, out_per_group, *kernel)``
-        layout, and the (row, column) helpers above do not apply."""
-        return self.graph.layers[slot.layer].kind == "conv_transpose"
-
     def edges(self) -> torch.Tensor:
         """``(E, 2)`` distinct (src, dst) group pairs joined by some weight entry, src >= 0."""
         pairs: list[torch.Tensor] = []
         for _, slot in self.weight_slots():
-            if self.transposed(slot):
-                assert slot.src is not None
-                dst = torch.full_like(slot.src, -1) if slot.dst is None else slot.dst
-                s, d = torch.broadcast_tensors(slot.src, dst)
-                pairs.append(torch.stack([s.reshape(-1), d.reshape(-1)], 1))
-                continue
             src = self.pair_src(slot)
             dst = self.pair_dst(slot)
             if src.shape[0] == 1:

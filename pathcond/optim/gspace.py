@@ -135,11 +135,10 @@ class _Engine:
         self.col_sizes = [int(c.numel()) for c in col_src]
         self.col_shapes = [tuple(c.shape) for c in col_src]
         self.col_dims = []
-        for i in self.col_slots:
-            src, dim = st.slots[i].src, st.slots[i].param.dim()
+        for i in self.col_slots:  # the dimensions along which a column's group is constant
+            src = st.slots[i].src
             assert src is not None
-            self.col_dims.append((0, *range(2, dim)) if src.shape[0] == 1
-                                 else tuple(range(2, dim)))
+            self.col_dims.append(tuple(d for d in range(src.dim()) if src.shape[d] == 1))
         self.root_slot = up.root_slot
         self.fixed_dst_ext = st.ext(fixed.dst)
         self.dist_levels = [torch.nonzero(st.distance == d).flatten()
@@ -400,8 +399,8 @@ def _restore_choice(engine: _Engine, saved: dict[str, Any]) -> _Engine:
             here = slot == i
             if bool(here.any()):
                 assert s.dst is not None or s.src is not None
-                rows = torch.div(index[here], s.param[0].numel(), rounding_mode="floor")
-                dst[here] = -1 if s.dst is None else s.dst.reshape(-1)[rows]
+                dst[here] = -1 if s.dst is None else torch.broadcast_to(
+                    s.dst, s.param.shape).reshape(-1)[index[here]]
         zeros = torch.zeros(st.num_groups, dtype=torch.float64, device=st.device)
         fixed = FixedChoice(slot, index, dst, zeros, torch.zeros_like(slot, dtype=torch.bool))
     engine_new = _Engine(st, fixed, choose_upstream(st, fixed, prefer=(root_slot, root_index)))
@@ -495,8 +494,7 @@ class GSpace(_SkeletonOptimizer):
     touches (a bias before a BatchNorm) are their own coordinates.
 
     Args:
-        model: the network (any model :func:`pathcond.rescaling_graph` supports, transposed
-            convolutions excepted).
+        model: the network (any model :func:`pathcond.rescaling_graph` supports).
         input_shape: one sample's shape (or give ``graph=``).
         optimizer: the inner optimizer class.
         strategy: how skeleton weights are chosen (:mod:`pathcond.optim._skeleton`).

@@ -86,8 +86,7 @@ class WeightFixing:
     so any memory layout (e.g. channels-last) works.
 
     Args:
-        model: the network (any model :func:`pathcond.rescaling_graph` supports, transposed
-            convolutions excepted).
+        model: the network (any model :func:`pathcond.rescaling_graph` supports).
         input_shape: one sample's shape (or give ``graph=``).
         strategy: ``"skeleton"``, ``"hungarian"`` or ``"largest"``.
         init: what is done to the fixed entries first (once, by the constructor):

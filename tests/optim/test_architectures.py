@@ -1,7 +1,7 @@
 """Every method on structures the random architectures do not draw: grouped and depthwise
 convolutions, bottleneck ResNets with downsampling, concatenation, BatchNorm everywhere, the
 CIFAR ResNet's option-A shortcuts (strided slices zero-padded with new channels), 3-D
-convolutions."""
+convolutions, transposed convolutions (grouped, with BatchNorm)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,25 @@ class VolumeNet(nn.Module):
         return self.fc(torch.flatten(F.max_pool3d(h, 2), 1))
 
 
+class Decoder(nn.Module):
+    """A strided convolution with BatchNorm, a grouped transposed convolution with BatchNorm,
+    a transposed convolution with a bias, a Linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(2, 4, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.up = nn.ConvTranspose2d(4, 6, 2, stride=2, groups=2, bias=False)
+        self.bn_up = nn.BatchNorm2d(6)
+        self.out = nn.ConvTranspose2d(6, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn(self.enc(x)))
+        h = F.relu(self.bn_up(self.up(h)))
+        return self.fc(torch.flatten(F.relu(self.out(h)), 1))
+
+
 def models():
     torch.manual_seed(0)
     yield "grouped", GroupedNet().double(), (2, 4, 4)
@@ -62,9 +81,11 @@ def models():
     yield "option_a", cifar_resnet(8, widths=(2, 3, 5)).double(), (3, 8, 8)
     torch.manual_seed(3)
     yield "volume", VolumeNet().double(), (1, 4, 4, 4)
+    torch.manual_seed(4)
+    yield "decoder", Decoder().double(), (2, 4, 4)
 
 
-WHICH = ["grouped", "bottleneck", "option_a", "volume"]
+WHICH = ["grouped", "bottleneck", "option_a", "volume", "decoder"]
 MAKERS = {
     "gsgd": lambda m, s: GSGD(m, s, lr=0.005, momentum=0.5),
     "gspace-adam": lambda m, s: GSpace(m, s, torch.optim.Adam, lr=1e-3),

@@ -176,18 +176,3 @@ def test_non_finite_weights_are_named_before_anything_changes(name: str, init: s
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)
 
-
-@pytest.mark.parametrize("name", ["GSGD", "GSpace", "WeightFixing"])
-def test_transposed_convolutions_refused_by_the_skeleton_methods(name: str) -> None:
-    """The skeleton of these methods does not follow a transposed convolution yet: a clear
-    refusal naming the weight, with the model untouched (ENorm, Path-SGD, PathCond and
-    rescaling do follow it)."""
-    from pathcond import UnsupportedModelError
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Unflatten(1, (4, 1)), nn.ConvTranspose1d(4, 3, 2), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(6, 2))
-    before = flat(model)
-    with pytest.raises(UnsupportedModelError, match="'1.weight' is the weight of a transposed"):
-        BUILDERS[name](model)
-    assert torch.equal(flat(model), before)

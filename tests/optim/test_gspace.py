@@ -141,7 +141,7 @@ def differentiable_values(gs: GSpace, flat: list[torch.Tensor]) -> list[torch.Te
 
 
 @SETTINGS
-@given(arch=archs(tiny=True))
+@given(arch=archs(tiny=True, upsampling=True))
 def test_inverse_chain_rule_random(arch):
     """On random architectures (unequal widths, biases, convs, BatchNorm, residual ties):
     v(theta) restricted to the free entries is invertible (G - H coordinates), and the
@@ -200,7 +200,7 @@ MAKERS = {
 
 @pytest.mark.parametrize("name", list(MAKERS))
 @SETTINGS
-@given(arch=archs())
+@given(arch=archs(upsampling=True))
 def test_same_function_from_rescaled_start(name, arch):
     """From theta and from a random rescaling D theta, G-space training computes the same
     functions (the coordinates and their gradients are invariant)."""
@@ -213,7 +213,7 @@ def test_same_function_from_rescaled_start(name, arch):
 
 
 @SETTINGS
-@given(arch=archs())
+@given(arch=archs(upsampling=True))
 def test_gsgd_is_gspace_sgd(arch):
     """The fused G-SGD equals the generic wrapper around torch.optim.SGD (with momentum)."""
     model = build(arch, seed=3)
