@@ -293,6 +293,25 @@ def _hungarian_filter(group: torch.Tensor, score: torch.Tensor, target: torch.Te
     return torch.from_numpy(allowed).to(group.device)
 
 
+def _preferred_taps(p: _Pairs, vals: torch.Tensor, kidx: torch.Tensor,
+                    flat: torch.Tensor) -> torch.Tensor:
+    """``kidx`` with the kernel tap of each preferred entry (parameter flat indices
+    ``flat``) wherever it is non-zero: a pair offers one tap as a root candidate, and a
+    saved root may sit at another tap than the rule picks on the current weights."""
+    if not flat.numel():
+        return kidx
+    flat = flat.to(kidx.device)
+    if p.native is not None:  # parameter flat index -> lifting-layout flat position
+        flat = torch.argsort(p.native.to(flat.device))[flat]
+    k = p.order.numel()
+    row, col, tap = flat // (p.width * k), (flat // k) % p.width, flat % k
+    position = torch.argsort(p.order.to(flat.device))[tap]  # order[position] = tap
+    usable = vals[row, col, position] != 0
+    kidx = kidx.clone()
+    kidx[row[usable], col[usable]] = position[usable]
+    return kidx
+
+
 def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool = False,
                     prefer: tuple[torch.Tensor, torch.Tensor] | None = None) -> Upstream:
     """The upstream tree of G-space (see the module docstring). With ``largest``, a root
@@ -341,6 +360,8 @@ def choose_upstream(structure: Structure, fixed: FixedChoice, *, largest: bool =
         vals = p.values()
         nz = vals != 0
         kidx = vals.abs().argmax(-1) if largest else nz.to(torch.int8).argmax(-1)
+        if prefer is not None:
+            kidx = _preferred_taps(p, vals, kidx, prefer[1].to(dev)[prefer[0].to(dev) == i])
         src = p.src.expand(p.out, p.width)
         dst = p.dst.expand(p.out, p.width)
         earlier = (src < 0) | ((first_ext[structure.ext(src)] < first_ext[structure.ext(dst)])
