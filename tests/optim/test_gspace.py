@@ -254,8 +254,7 @@ NETS = {
     "mlp": (lambda: MLP([6, 5, 4, 3], bias=True), (6,)),
     # kernels: a saved root may sit at another tap than the strategy picks on other weights
     "conv": (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
-                                         nn.Conv2d(4, 3, 1), nn.Flatten()),
-             (2, 4, 4)),
+                                   nn.Conv2d(4, 3, 1), nn.Flatten()), (2, 4, 4)),
     "conv_transpose": (lambda: nn.Sequential(
         nn.ConvTranspose2d(2, 4, 3, padding=1), nn.ReLU(),
         nn.Conv2d(4, 3, 1), nn.Flatten()), (2, 4, 4)),
