@@ -101,6 +101,10 @@ _ALIAS_FUNCTIONS = {*VIEW_FUNCTIONS, *DROPOUT_FUNCTIONS, *_IN_PLACE_FUNCTIONS}
 _ALIAS_MODULES = (nn.Identity, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d,
                   nn.Dropout2d, nn.Dropout3d)
 _DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div}
+# integer arithmetic on sizes read in forward (skip.shape[2] - h.shape[2], h.size(1) // 2)
+_SIZE_ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.floordiv,
+                    operator.truediv, operator.mod, operator.neg, operator.pos,
+                    operator.getitem}
 
 _POOL_ARGS = {
     "max": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
@@ -542,6 +546,53 @@ class _Builder:
         self.new_layer(name, "conv_transpose", module, rows, cols, op, conv_dims=dims,
                        conv_args=args)
 
+    def static_value(self, value: Any, batch: int) -> Any:
+        """``value`` (an argument of a node) with every size read from a tensor in forward
+        (``x.shape``, ``x.size(d)``, ``x.dim()``, and integer arithmetic on them) computed
+        from the traced shapes, the batch dimension taken as ``batch``; ``_NotStatic`` where
+        something else is computed in forward."""
+        if isinstance(value, list | tuple):
+            return type(value)(self.static_value(v, batch) for v in value)
+        if isinstance(value, slice):
+            return slice(*(self.static_value(v, batch) for v in (value.start, value.stop,
+                                                                 value.step)))
+        if isinstance(value, dict):
+            return {k: self.static_value(v, batch) for k, v in value.items()}
+        if not isinstance(value, fx.Node):
+            return value
+        node = value
+        first = node.args[0] if node.args else None
+        shape = self.shape_of(first) if isinstance(first, fx.Node) else None
+        full = None if shape is None else torch.Size((batch, *shape[1:]))
+        if (node.op == "call_function" and node.target is getattr and full is not None
+                and len(node.args) == 2 and node.args[1] in ("shape", "ndim")):
+            return full if node.args[1] == "shape" else len(full)
+        if node.op == "call_method" and full is not None and node.target in ("size", "dim"):
+            if node.target == "dim":
+                return len(full)
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            return full if dim is None else full[self.static_value(dim, batch)]
+        if node.op == "call_function" and node.target in _SIZE_ARITHMETIC:
+            args = self.static_value(node.args, batch)
+            try:
+                return node.target(*args)
+            except Exception as exc:  # noqa: BLE001 - a size the model itself computes
+                raise _NotStatic from exc
+        raise _NotStatic
+
+    def resolve_static(self, node: fx.Node, value: Any, what: str) -> Any:
+        """``value`` with the sizes read in forward computed (:meth:`static_value`); a
+        ``_Skip`` where it is computed from values, or depends on the batch size."""
+        try:
+            at_two, at_three = self.static_value(value, 2), self.static_value(value, 3)
+        except _NotStatic:
+            raise _Skip(f"{_describe(node)}: {what} computed in forward from a tensor's "
+                        "values are not supported; write them as Python ints") from None
+        if at_two != at_three:
+            raise _Skip(f"{_describe(node)}: {what} depend on the batch size (read from "
+                        "x.size(0) or x.shape[0]); use per-sample dimensions only")
+        return at_two
+
     def static_call(self, node: fx.Node, apply: Any
                     ) -> tuple[fx.Node, Any]:
         """The tensor input of ``node`` and ``node``'s operation as a function of that input
@@ -555,8 +606,7 @@ class _Builder:
                 node.op == "call_module" and (args or kwargs)):
             raise _Skip(f"{_describe(node)}: expected one tensor input")
         if any(isinstance(a, fx.Node) for a in _flatten_args((args, kwargs))):
-            raise _Skip(f"{_describe(node)}: arguments computed in forward (from a tensor or "
-                        "its shape) are not supported; write them as Python ints")
+            args, kwargs = self.resolve_static(node, (args, kwargs), "arguments")
         if _is_roll(node):  # a batch of 2 cannot see a roll of the batch by an even shift
             rolled: Any = args[1] if len(args) > 1 else kwargs.get("dims")
             ndim = len(self.shape_of(src) or ())
@@ -823,9 +873,12 @@ class _Builder:
             raise _Skip(f"{_describe(node)}: indexing a value that is not a tensor")
         parts = list(_flatten_args(index))
         parts += [b for p in parts if isinstance(p, slice) for b in (p.start, p.stop, p.step)]
+        if any(isinstance(i, fx.Node) and self.shape_of(i) is None for i in parts):
+            index = self.resolve_static(node, index, "indices")
+            parts = list(_flatten_args(index))
         if any(isinstance(i, fx.Node) for i in parts):
-            raise _Skip(f"{_describe(node)}: indices computed in forward (from a tensor or "
-                        "its shape) are not supported; write them as Python ints")
+            raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
+                        "static indices (ints, slices, None, ..., lists of ints)")
         if any(isinstance(i, torch.Tensor) for i in parts):
             raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
                         "static indices (ints, slices, None, ..., lists of ints)")
@@ -859,8 +912,9 @@ class _Builder:
         dim: Any = split.args[2] if len(split.args) > 2 else split.kwargs.get("dim", 0)
         labels = self.labels[self.node_op[base]]
         ndim = labels.dim() + 1
-        if not isinstance(index, int) or not isinstance(dim, int) or any(
-                isinstance(a, fx.Node) for a in _flatten_args(how)):
+        if any(isinstance(a, fx.Node) for a in _flatten_args((how, dim))):
+            how, dim = self.resolve_static(split, (how, dim), "split sizes")
+        if not isinstance(index, int) or not isinstance(dim, int):
             raise _Skip(f"{_describe(split)}: only static splits and pieces are supported")
         dim %= ndim
         if dim == 0:
@@ -910,8 +964,7 @@ class _Builder:
                         f"positively homogeneous; got mode {mode!r}, value {value!r}")
         labels = self.labels[self.node_op[src]]
         if isinstance(pad, list | tuple) and any(isinstance(p, fx.Node) for p in pad):
-            raise _Skip(f"{_describe(node)}: padding amounts computed in forward (from a "
-                        "tensor's shape) are not supported; write them as Python ints")
+            pad = self.resolve_static(node, tuple(pad), "padding amounts")
         if (not isinstance(pad, list | tuple) or not all(
                 isinstance(p, int) and not isinstance(p, bool) for p in pad)
                 or len(pad) % 2 or len(pad) // 2 > labels.dim()):
@@ -1019,6 +1072,10 @@ class _Builder:
 
 class _Skip(Exception):
     """A problem with one node; recorded, and tracing goes on to find the others."""
+
+
+class _NotStatic(Exception):
+    """A value computed in forward from something other than tensor sizes."""
 
 
 def _flatten_args(value: Any) -> Iterator[Any]:

@@ -927,9 +927,9 @@ def test_an_operation_inside_a_traced_module_names_the_module() -> None:
     model = nn.Sequential(nn.Linear(3, 4), _Lambda(lambda h: h.clamp(min=0.1)), nn.Linear(4, 2))
     with pytest.raises(UnsupportedModelError, match=r"in module '1' \(_Lambda\)"):
         rescaling_graph(model, (3,))
-    with pytest.raises(UnsupportedModelError, match="computed in forward"):
+    with pytest.raises(UnsupportedModelError, match="depend on the batch size"):
         rescaling_graph(nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
-                                      _Lambda(lambda h: h[:, : h.size(1) // 2]),
+                                      _Lambda(lambda h: h[:, : h.size(0)]),
                                       nn.Linear(2, 2)), (3,))
     with pytest.raises(UnsupportedModelError, match="not positively homogeneous"):
         rescaling_graph(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.AlphaDropout(0.2),
@@ -1108,7 +1108,7 @@ def test_channel_split_and_shuffle_keep_the_function() -> None:
 @pytest.mark.parametrize(("fn", "match"), [
     (nn.Upsample(scale_factor=0.5, mode="area"), "mode 'area' is not supported"),
     (lambda h: F.interpolate(h, size=3, mode="area"), "mode 'area' is not supported"),
-    (lambda h: F.interpolate(h, size=h.shape[-1] * 2), "computed in forward"),
+    (lambda h: F.interpolate(h, size=h.shape[0] * 2), "batch"),
     (lambda h: torch.flip(h, dims=[0]), "mixes samples"),
     (lambda h: h.roll(1), "mixes samples"),  # no dims: the flattened batch rolls
     (lambda h: h.roll(2, 0), "rolling the batch"),  # the identity on a batch of 2 only
@@ -1118,8 +1118,8 @@ def test_channel_split_and_shuffle_keep_the_function() -> None:
 ])
 def test_copies_that_are_not_per_sample_copies_are_refused(fn, match: str) -> None:
     """Interpolations other than nearest, (bi)linear and bicubic are refused; flips, rolls
-    and repeats that touch the batch dimension mix samples; sizes read from a tensor in
-    forward are not static."""
+    and repeats that touch the batch dimension mix samples; a size read from the batch
+    dimension is not static."""
     step = fn if isinstance(fn, nn.Module) else _Lambda(fn)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Unflatten(1, (2, 2)), step,
                           nn.Flatten(), nn.LazyLinear(2))
@@ -1186,3 +1186,51 @@ def test_copies_called_with_keyword_input_are_followed() -> None:
                                                             rel=1e-12)
         assert pathcond.path_norm(a, (3,)) != pytest.approx(
             pathcond.path_norm(net(lambda h: h), (3,)), rel=1e-6)
+
+
+class _UpBlock(nn.Module):
+    """The classic U-Net up block: upsample, pad to the skip's size with amounts computed
+    from the two shapes, concatenate; then an interpolation to a size read from a tensor
+    and a crop by a slice read from one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(1, 2, 3, stride=2)
+        self.up = nn.ConvTranspose2d(2, 2, 2, stride=2)
+        self.skip = nn.Conv2d(1, 2, 1)
+        self.head = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.relu(self.skip(x))                                   # (2, 7, 7)
+        h = F.relu(self.up(F.relu(self.down(x))))                  # (2, 6, 6)
+        dy, dx = s.size()[2] - h.size()[2], s.shape[3] - h.shape[3]
+        h = F.pad(h, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        h = F.interpolate(torch.cat([s, h], dim=1), size=s.shape[2:])
+        return self.head(h[:, :, : s.size(2) - 1, : s.size(-1) - 1])
+
+
+def test_sizes_read_in_forward_are_followed() -> None:
+    """Padding amounts, interpolation sizes and slices computed from tensor sizes are
+    static for one input shape: the graph is that of the same model written with the ints,
+    and a random rescaling keeps the function."""
+    torch.manual_seed(0)
+    model = _UpBlock()
+
+    class Written(_UpBlock):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = F.relu(self.skip(x))
+            h = F.relu(self.up(F.relu(self.down(x))))
+            h = F.interpolate(torch.cat([s, F.pad(h, [0, 1, 0, 1])], dim=1), size=(7, 7))
+            return self.head(h[:, :, :6, :6])
+
+    written = Written()
+    written.load_state_dict(model.state_dict())
+    graph = rescaling_graph(model, (1, 7, 7))
+    assert graph.num_groups == rescaling_graph(written, (1, 7, 7)).num_groups == 6
+    assert pathcond.num_paths(model, (1, 7, 7)) == pathcond.num_paths(written, (1, 7, 7))
+    assert pathcond.path_norm(model, (1, 7, 7)) == pytest.approx(
+        pathcond.path_norm(written, (1, 7, 7)), rel=1e-12)
+    x = torch.randn(3, 1, 7, 7)
+    before = model(x)
+    pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups))
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
