@@ -272,7 +272,7 @@ class _Builder:
                 self.visit_module(node)  # e.g. attention returning a tuple: refused by type
             elif self.shape_of(node) is None:
                 continue  # sizes, shapes and other static values
-            elif self.shape_of(node)[0] != 2:  # type: ignore[index]
+            elif not self.shape_of(node) or self.shape_of(node)[0] != 2:  # type: ignore[index]
                 self.problem(node, f"{_describe(node)}: mixes samples of the batch "
                                    "(the batch dimension must stay first and unchanged)")
             elif node.op == "call_module":
@@ -403,6 +403,9 @@ class _Builder:
             elif target in _POOL_FUNCTIONS:
                 family, dims = _POOL_FUNCTIONS[target]
                 bound = _bind(node, _POOL_ARGS[family])
+                sizes = {k: v for k, v in bound.items() if k != "input"}
+                if any(isinstance(v, fx.Node) for v in _flatten_args(sizes)):
+                    bound.update(self.resolve_static(node, sizes, "pooling sizes"))
                 if family == "max":
                     if bound.get("return_indices"):
                         raise _Skip(f"{_describe(node)}: return_indices is not supported")
@@ -546,24 +549,25 @@ class _Builder:
         self.new_layer(name, "conv_transpose", module, rows, cols, op, conv_dims=dims,
                        conv_args=args)
 
-    def static_value(self, value: Any, batch: int) -> Any:
+    def static_value(self, value: Any) -> Any:
         """``value`` (an argument of a node) with every size read from a tensor in forward
-        (``x.shape``, ``x.size(d)``, ``x.dim()``, and integer arithmetic on them) computed
-        from the traced shapes, the batch dimension taken as ``batch``; ``_NotStatic`` where
-        something else is computed in forward."""
+        (``x.shape``, ``x.size(d)``, ``x.dim()``, ``x.ndim`` and integer arithmetic on them)
+        computed from the traced shapes. The batch size stands as ``_BATCH``: arithmetic on
+        it raises ``_BatchDependent``; ``_NotStatic`` where something else is computed in
+        forward."""
         if isinstance(value, list | tuple):
-            return type(value)(self.static_value(v, batch) for v in value)
+            return type(value)(self.static_value(v) for v in value)
         if isinstance(value, slice):
-            return slice(*(self.static_value(v, batch) for v in (value.start, value.stop,
-                                                                 value.step)))
+            return slice(*(self.static_value(v) for v in (value.start, value.stop,
+                                                          value.step)))
         if isinstance(value, dict):
-            return {k: self.static_value(v, batch) for k, v in value.items()}
+            return {k: self.static_value(v) for k, v in value.items()}
         if not isinstance(value, fx.Node):
             return value
         node = value
         first = node.args[0] if node.args else None
         shape = self.shape_of(first) if isinstance(first, fx.Node) else None
-        full = None if shape is None else torch.Size((batch, *shape[1:]))
+        full = None if shape is None else (_BATCH, *shape[1:])
         if (node.op == "call_function" and node.target is getattr and full is not None
                 and len(node.args) == 2 and node.args[1] in ("shape", "ndim")):
             return full if node.args[1] == "shape" else len(full)
@@ -571,9 +575,22 @@ class _Builder:
             if node.target == "dim":
                 return len(full)
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            return full if dim is None else full[self.static_value(dim, batch)]
+            if dim is None:
+                return full
+            dim = self.static_value(dim)
+            if _depends_on_batch(dim) or not isinstance(dim, int):
+                raise _BatchDependent if _depends_on_batch(dim) else _NotStatic
+            return full[dim]
         if node.op == "call_function" and node.target in _SIZE_ARITHMETIC:
-            args = self.static_value(node.args, batch)
+            args = self.static_value(node.args)
+            if node.target is operator.getitem and isinstance(args[0], tuple) and not \
+                    _depends_on_batch(args[1]):
+                try:
+                    return args[0][args[1]]  # a size or sizes out of a shape
+                except (IndexError, TypeError) as exc:
+                    raise _NotStatic from exc
+            if _depends_on_batch(args):
+                raise _BatchDependent
             try:
                 return node.target(*args)
             except Exception as exc:  # noqa: BLE001 - a size the model itself computes
@@ -584,14 +601,16 @@ class _Builder:
         """``value`` with the sizes read in forward computed (:meth:`static_value`); a
         ``_Skip`` where it is computed from values, or depends on the batch size."""
         try:
-            at_two, at_three = self.static_value(value, 2), self.static_value(value, 3)
+            out = self.static_value(value)
+            if _depends_on_batch(out):
+                raise _BatchDependent
         except _NotStatic:
             raise _Skip(f"{_describe(node)}: {what} computed in forward from a tensor's "
                         "values are not supported; write them as Python ints") from None
-        if at_two != at_three:
+        except _BatchDependent:
             raise _Skip(f"{_describe(node)}: {what} depend on the batch size (read from "
-                        "x.size(0) or x.shape[0]); use per-sample dimensions only")
-        return at_two
+                        "x.size(0) or x.shape[0]); use per-sample dimensions only") from None
+        return out
 
     def static_call(self, node: fx.Node, apply: Any
                     ) -> tuple[fx.Node, Any]:
@@ -750,6 +769,16 @@ class _Builder:
             if sizes and isinstance(sizes[0], int) and sizes[0] != -1:
                 raise _Skip(f"{_describe(node)}: the new shape fixes the batch size to "
                             f"{sizes[0]}; write x.size(0) or -1 there")
+            if sizes and isinstance(sizes[0], fx.Node):
+                try:
+                    first = self.static_value(sizes[0])
+                except (_NotStatic, _BatchDependent):
+                    first = None
+                if first is not _BATCH:
+                    raise _Skip(f"{_describe(node)}: the new shape's first size is not the "
+                                "batch size; write x.size(0) or -1 there")
+            if any(isinstance(v, fx.Node) for v in _flatten_args(list(sizes[1:]))):
+                self.resolve_static(node, list(sizes[1:]), "sizes after the batch one")
         src = self.single_input(node)
         shape = self.shape_of(node)
         assert shape is not None
@@ -758,11 +787,15 @@ class _Builder:
     def visit_cat(self, node: fx.Node) -> None:
         tensors = node.args[0] if node.args else node.kwargs.get("tensors")
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if isinstance(dim, fx.Node):
+            dim = self.resolve_static(node, dim, "the dimension")
         if not isinstance(tensors, list | tuple) or not all(
                 isinstance(t, fx.Node) for t in tensors):
             raise _Skip(f"{_describe(node)}: concatenation of non-tensor values")
         shape = self.shape_of(node)
-        assert shape is not None and isinstance(dim, int)
+        assert shape is not None
+        if not isinstance(dim, int):
+            raise _Skip(f"{_describe(node)}: concatenation along a dimension that is not an int")
         dim = dim % len(shape)
         if dim == 0:
             raise _Skip(f"{_describe(node)}: concatenation along the batch dimension")
@@ -1076,6 +1109,34 @@ class _Skip(Exception):
 
 class _NotStatic(Exception):
     """A value computed in forward from something other than tensor sizes."""
+
+
+class _BatchDependent(Exception):
+    """A size computed in forward from the batch size."""
+
+
+class _BatchSize:
+    """The batch dimension's size in a shape read in forward: not a number, so that any
+    value computed from it is seen to depend on the batch."""
+
+    def __repr__(self) -> str:
+        return "<batch size>"
+
+
+_BATCH = _BatchSize()
+
+
+def _depends_on_batch(value: Any) -> bool:
+    """Whether ``value`` (nested lists, tuples, slices, dicts) holds the batch size."""
+    if value is _BATCH:
+        return True
+    if isinstance(value, list | tuple):
+        return any(_depends_on_batch(v) for v in value)
+    if isinstance(value, slice):
+        return any(_depends_on_batch(v) for v in (value.start, value.stop, value.step))
+    if isinstance(value, dict):
+        return any(_depends_on_batch(v) for v in value.values())
+    return False
 
 
 def _flatten_args(value: Any) -> Iterator[Any]:

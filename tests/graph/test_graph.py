@@ -1234,3 +1234,47 @@ def test_sizes_read_in_forward_are_followed() -> None:
     before = model(x)
     pathcond.apply_rescaling(model, graph, torch.randn(graph.num_groups))
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+
+
+class _BatchSized(nn.Module):
+    """A per-sample operation whose argument is computed from the batch size."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.fc1(x))
+        return self.fn(x, torch.cat([self.fc2(h), h], 1).unsqueeze(1))
+
+
+@pytest.mark.parametrize(("fn", "match"), [
+    # the same at a batch of 2 and of 3, yet not at 5: refused whatever the arithmetic
+    (lambda x, h: h[:, :, x.size(0) // 2: x.size(0) // 2 + 2], "depend on the batch size"),
+    (lambda x, h: torch.split(h, x.size(0) // 2 + 1, 2)[0], "depend on the batch size"),
+    (lambda x, h: h[x.size(0) // 4:], "depend on the batch size"),
+    (lambda x, h: F.adaptive_avg_pool1d(h, x.size(0)), "depend on the batch size"),
+    (lambda x, h: h.view(x.size(0), 3, x.size(0)), "depend on the batch size"),
+    (lambda x, h: h.view(h.size(2) // 3, -1), "first size is not the batch size"),
+    (lambda x, h: h.sum(), "mixes samples"),
+])
+def test_sizes_computed_from_the_batch_size_are_refused(fn, match: str) -> None:
+    with pytest.raises(UnsupportedModelError, match=match):
+        rescaling_graph(_BatchSized(fn), (3,))
+
+
+@pytest.mark.parametrize(("computed", "literal"), [
+    (lambda x, h: F.avg_pool1d(h, h.size()[2:]).flatten(1), lambda x, h: F.avg_pool1d(
+        h, (6,)).flatten(1)),
+    (lambda x, h: torch.cat([h, h], dim=h.dim() - 1).flatten(1),
+     lambda x, h: torch.cat([h, h], dim=2).flatten(1)),
+])
+def test_pooling_sizes_and_dimensions_read_in_forward(computed, literal) -> None:
+    torch.manual_seed(0)
+    a = _BatchSized(computed)
+    b = _BatchSized(literal)
+    b.load_state_dict(a.state_dict())
+    assert pathcond.num_paths(a, (3,)) == pathcond.num_paths(b, (3,))
+    assert pathcond.path_norm(a, (3,)) == pytest.approx(pathcond.path_norm(b, (3,)), rel=1e-12)
