@@ -344,7 +344,8 @@ class UnitDAG:
 
         return self._windows(x, "sum", windows, coefficient)
 
-    def adaptive_avgpool(self, x: np.ndarray, output_size) -> np.ndarray:
+    @staticmethod
+    def _adaptive_windows(x: np.ndarray, output_size) -> list[list[list[int]]]:
         dims = x.ndim - 1
         out = _tup(output_size, dims)
         windows = []
@@ -352,9 +353,17 @@ class UnitDAG:
             n_in = x.shape[1 + a]
             windows.append([list(range((o * n_in) // out[a], -((-(o + 1) * n_in) // out[a])))
                             for o in range(out[a])])
+        return windows
+
+    def adaptive_avgpool(self, x: np.ndarray, output_size) -> np.ndarray:
+        windows = self._adaptive_windows(x, output_size)
         return self._windows(
             x, "sum", windows,
-            lambda pos: 1.0 / math.prod(len(windows[a][pos[a]]) for a in range(dims)))
+            lambda pos: 1.0 / math.prod(len(w[p]) for w, p in zip(windows, pos, strict=True)))
+
+    def adaptive_maxpool(self, x: np.ndarray, output_size) -> np.ndarray:
+        """Adaptive max-pool: an edge of weight 1 from every input of the window."""
+        return self._windows(x, "max", self._adaptive_windows(x, output_size), lambda pos: 1.0)
 
     def mean(self, x: np.ndarray, dims: Sequence[int], keepdim: bool = False) -> np.ndarray:
         """``x.mean(dims)`` over per-sample dimensions ``dims``."""

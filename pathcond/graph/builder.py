@@ -55,11 +55,12 @@ _BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE_POOL_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_ADAPTIVE_MAX_POOL_MODULES = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 _LAYER_MODULES = (nn.Linear, *_CONV_MODULES, *_CONV_TRANSPOSE_MODULES, *_BATCHNORM_MODULES)
 #: spatial dimensions of the convolutions and poolings, by class
 _SPATIAL_DIMS = {cls: i + 1 for group in (_CONV_MODULES, _CONV_TRANSPOSE_MODULES,
                                           _MAX_POOL_MODULES, _AVG_POOL_MODULES,
-                                          _ADAPTIVE_POOL_MODULES)
+                                          _ADAPTIVE_POOL_MODULES, _ADAPTIVE_MAX_POOL_MODULES)
                  for i, cls in enumerate(group)}
 # operations that only copy entries (each output entry is one input entry): nearest
 # upsampling, pixel and channel shuffles, flips, rolls, repeats
@@ -76,7 +77,8 @@ _NEAREST_MODES = ("nearest", "nearest-exact")
 _SEPARABLE_MODES = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
 _SUPPORTED_MODULES = (
     *_IDENTITY_MODULES, *_LAYER_MODULES, *_COPY_MODULES,
-    *_MAX_POOL_MODULES, *_AVG_POOL_MODULES, *_ADAPTIVE_POOL_MODULES, nn.Flatten,
+    *_MAX_POOL_MODULES, *_AVG_POOL_MODULES, *_ADAPTIVE_POOL_MODULES,
+    *_ADAPTIVE_MAX_POOL_MODULES, nn.Flatten,
     nn.Unflatten, *_PAD_MODULES,
 )
 # |x| = max(x, -x) is a leaky ReLU of slope -1: positively homogeneous like the others
@@ -111,12 +113,15 @@ _POOL_ARGS = {
     "avg": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
             "divisor_override"),
     "adaptive": ("input", "output_size"),
+    "adaptive_max": ("input", "output_size", "return_indices"),
 }
 _POOL_FUNCTIONS: dict[Any, tuple[str, int]] = {
     F.max_pool1d: ("max", 1), F.max_pool2d: ("max", 2), F.max_pool3d: ("max", 3),
     F.avg_pool1d: ("avg", 1), F.avg_pool2d: ("avg", 2), F.avg_pool3d: ("avg", 3),
     F.adaptive_avg_pool1d: ("adaptive", 1), F.adaptive_avg_pool2d: ("adaptive", 2),
     F.adaptive_avg_pool3d: ("adaptive", 3),
+    F.adaptive_max_pool1d: ("adaptive_max", 1), F.adaptive_max_pool2d: ("adaptive_max", 2),
+    F.adaptive_max_pool3d: ("adaptive_max", 3),
 }
 
 
@@ -362,6 +367,11 @@ class _Builder:
             elif isinstance(module, _ADAPTIVE_POOL_MODULES):
                 dims = _spatial_dims(module)
                 self.visit_pool(node, "adaptive_avgpool", dims)
+            elif isinstance(module, _ADAPTIVE_MAX_POOL_MODULES):
+                if module.return_indices:
+                    raise _Skip(f"module '{name}' (AdaptiveMaxPool): return_indices is not "
+                                "supported")
+                self.visit_pool(node, "adaptive_maxpool", _spatial_dims(module))
             elif isinstance(module, nn.Flatten | nn.Unflatten):
                 self.visit_reshape(node)
             elif isinstance(module, _PAD_MODULES):
@@ -423,6 +433,10 @@ class _Builder:
                                     ceil_mode=bool(bound.get("ceil_mode", False)),
                                     count_include_pad=bool(bound.get("count_include_pad", True)),
                                     divisor_override=bound.get("divisor_override"))
+                elif family == "adaptive_max":
+                    if bound.get("return_indices"):
+                        raise _Skip(f"{_describe(node)}: return_indices is not supported")
+                    self.visit_pool(node, "adaptive_maxpool", dims)
                 else:
                     self.visit_pool(node, "adaptive_avgpool", dims)
             elif target in (F.linear, F.conv1d, F.conv2d, F.batch_norm):
@@ -755,7 +769,7 @@ class _Builder:
         if len(shape) - 2 != dims:
             raise _Skip(f"{_describe(node)}: expected {dims} spatial dimension(s)")
         out_labels = channels.reshape(-1, *([1] * dims)).expand(shape[1:]).clone()
-        if kind != "adaptive_avgpool":
+        if kind not in ("adaptive_avgpool", "adaptive_maxpool"):
             attrs = {k: (_tuple(v, dims) if k in ("kernel_size", "stride", "padding", "dilation")
                          else v) for k, v in attrs.items()}
         self.add_op(node, kind, [src], out_labels, dims=dims, **attrs)

@@ -15,6 +15,7 @@ OpKind = Literal[
     "maxpool",
     "avgpool",
     "adaptive_avgpool",
+    "adaptive_maxpool",
     "reshape",
     "cat",
     "add",

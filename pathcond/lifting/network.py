@@ -188,12 +188,14 @@ def _outputs(graph: RescalingGraph, weights: Sequence[torch.Tensor],
             x = ins[0].value
             coef = _window_coefficients(op, x) ** power
             out = _Scaled(_sum_pool(op, x) * coef, ins[0].exponent).normalised()
-        elif op.kind == "adaptive_avgpool":
+        elif op.kind in ("adaptive_avgpool", "adaptive_maxpool"):
+            # window sums: edges of coefficient 1 / size (average) or 1 (max)
             x = ins[0].value
             spatial_in = x.shape[2:]
             sizes = _adaptive_window_sizes(spatial_in, op.shape[1:], x)
             y = _ADAPTIVE_AVG_POOL[op.attrs["dims"]](x, op.shape[1:])  # type: ignore[arg-type]
-            out = _Scaled(y * sizes ** (1.0 - power), ins[0].exponent).normalised()
+            keep = 1.0 - power if op.kind == "adaptive_avgpool" else 1.0
+            out = _Scaled(y * sizes ** keep, ins[0].exponent).normalised()
         elif op.kind == "mean":
             dims = [d + 1 for d in op.attrs["dims"]]
             x = ins[0].value

@@ -709,6 +709,29 @@ def volumetric_dag(model: nn.Module) -> UnitDAG:
     return g
 
 
+class AdaptiveMax(nn.Module):
+    """Adaptive max-pooling to sizes that do not divide the input (overlapping windows),
+    as a module in 2-D and as a function in 1-D."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2)
+        self.pool = nn.AdaptiveMaxPool2d((2, 3))
+        self.fc = nn.Linear(2 * 2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pool(F.relu(self.conv(x))).flatten(2)                # (2, 6)
+        return self.fc(F.adaptive_max_pool1d(h, 2).flatten(1))
+
+
+def adaptive_max_dag(model: nn.Module) -> UnitDAG:
+    g = UnitDAG()
+    h = g.relu(g.conv(g.input((1, 4, 5)), model, "conv"))            # (2, 3, 4)
+    h = g.adaptive_maxpool(h, (2, 3)).reshape(2, 6)
+    g.output(g.linear(g.adaptive_maxpool(h, 2).reshape(-1), model, "fc"))
+    return g
+
+
 @dataclass(frozen=True)
 class Case:
     make: Callable[[], nn.Module]
@@ -744,6 +767,7 @@ CASES: dict[str, Case] = {
     "copies": Case(Copies, copies_dag, (1, 3, 3)),
     "interpolations": Case(Interpolations, interpolations_dag, (1, 3, 4)),
     "volumetric": Case(Volumetric, volumetric_dag, (1, 3, 3, 3)),
+    "adaptive_max": Case(AdaptiveMax, adaptive_max_dag, (1, 4, 5)),
 }
 
 
