@@ -87,3 +87,14 @@ def assert_same_function(a: nn.Module, b: nn.Module, input_shape, rtol: float) -
 
 
 Maker = Callable[[nn.Module, tuple[int, ...]], torch.optim.Optimizer]
+
+
+def assert_enorm_descends(enorm, cycles: int, *, strictly: bool = True) -> None:
+    """``cycles`` ENorm cycles never raise its objective (to rounding), and lower it."""
+    values = [enorm.objective()]
+    for _ in range(cycles):
+        enorm.step()
+        values.append(enorm.objective())
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:], strict=False))
+    if strictly:
+        assert values[-1] < values[0]

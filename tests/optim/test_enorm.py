@@ -17,7 +17,7 @@ from pathcond.models import MLP, tiny_resnet
 from pathcond.optim import ENorm
 from tests.bruteforce import archs, build
 
-from .helpers import SETTINGS, batches, train
+from .helpers import SETTINGS, assert_enorm_descends, batches, train
 
 
 def quiet_enorm(*args, **kwargs) -> ENorm:
@@ -58,12 +58,7 @@ def test_function_kept_and_norm_decreases(arch, exclude_batchnorm):
     x = torch.randn((5, *arch.in_shape), generator=gen, dtype=torch.float64)
     before = outputs_both_modes(model, x)
     enorm = quiet_enorm(model, arch.in_shape, c=1.2, exclude_batchnorm=exclude_batchnorm)
-    values = [enorm.objective()]
-    for _ in range(4):
-        enorm.step()
-        values.append(enorm.objective())
-    for a, b in zip(values, values[1:], strict=False):
-        assert b <= a * (1 + 1e-12)
+    assert_enorm_descends(enorm, 4, strictly=False)
     after = outputs_both_modes(model, x)
     for y0, y1 in zip(before, after, strict=True):
         scale = max(float(y0.abs().max()), 1e-12)
@@ -309,11 +304,6 @@ def test_transposed_convolutions_sums_by_definition(p: float) -> None:
     torch.testing.assert_close(got_out[:h], want_out[:h], rtol=1e-12, atol=0)
     x = torch.randn((4, *shape), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     before = outputs_both_modes(model, x)
-    values = [enorm.objective()]
-    for _ in range(3):
-        enorm.step()
-        values.append(enorm.objective())
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(values, values[1:], strict=False))
-    assert values[-1] < values[0]
+    assert_enorm_descends(enorm, 3)
     for y0, y1 in zip(before, outputs_both_modes(model, x), strict=True):
         torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-12)
