@@ -105,6 +105,15 @@ class Layer:
         return _swap_within_groups(weight, self.groups) if self.kind == "conv_transpose" \
             else weight
 
+    def native_broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A lifting-layout tensor broadcastable to the weight (its kernel dimensions of size
+        1), laid out like the parameter: itself, except for a transposed convolution, whose
+        first two dimensions are spelled out and then exchanged (:meth:`to_native`)."""
+        if self.kind != "conv_transpose":
+            return tensor
+        out, width = self.lifting_shape[:2]
+        return self.to_native(tensor.expand(out, width, *tensor.shape[2:]))
+
     @property
     def kernel_numel(self) -> int:
         """Number of weight entries per (output, input) channel pair."""

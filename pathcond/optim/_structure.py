@@ -57,6 +57,12 @@ class Slot:
         return self.dst is not None or self.src is not None
 
 
+def constant_dims(index: torch.Tensor) -> tuple[int, ...]:
+    """The dimensions along which a group index broadcastable to a parameter is constant
+    (its size-1 ones): summing over them gives one value per entry of ``index``."""
+    return tuple(d for d in range(index.dim()) if index.shape[d] == 1)
+
+
 def layer_depths(graph: RescalingGraph) -> list[int]:
     """Per layer, the largest number of layers on a path from the input to it (inclusive)."""
     depth: list[int] = []
@@ -90,12 +96,8 @@ class Structure:
             rows = layer.row_groups.to(self.device)
             cols = layer.col_groups.to(self.device)
             trailing = (1,) * (len(layer.weight_shape) - 2)
-            rows_w = rows.reshape(-1, 1, *trailing)
-            cols_w = cols.reshape(*cols.shape, *trailing)
-            if layer.kind == "conv_transpose":  # entry by entry, laid out like the weight
-                full = (*layer.lifting_shape[:2], *trailing)
-                rows_w = layer.to_native(rows_w.expand(full))
-                cols_w = layer.to_native(cols_w.expand(full))
+            rows_w = layer.native_broadcast(rows.reshape(-1, 1, *trailing))
+            cols_w = layer.native_broadcast(cols.reshape(*cols.shape, *trailing))
             d = depths[li]
 
             def add(name: str, role: Role, dst: torch.Tensor | None, src: torch.Tensor | None,

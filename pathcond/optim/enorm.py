@@ -50,7 +50,7 @@ from ..graph import RescalingGraph, resolve_graph
 from ..rescale import check_optimizer_state, transport_optimizer_state
 from ..solver import group_blocks
 from ._checks import check_attached_optimizer, check_model
-from ._structure import Slot, Structure
+from ._structure import Slot, Structure, constant_dims
 
 Schedule = Literal["layers", "colours"]
 
@@ -178,8 +178,8 @@ class ENorm:
         columns (or (row, column) pairs of a grouped convolution) for outgoing ones."""
         if index.dim() == 0:
             index = index.reshape(1)
-        dims = tuple(d for d in range(slot.param.dim()) if index.shape[d] == 1)
-        return _Reduce(dims, self.structure.ext(index.reshape(-1)), self._keep_mask(slot))
+        return _Reduce(constant_dims(index), self.structure.ext(index.reshape(-1)),
+                       self._keep_mask(slot))
 
     def _incoming_reduce(self, slot: Slot) -> _Reduce | None:
         return None if slot.dst is None else self._reduce(slot, slot.dst)

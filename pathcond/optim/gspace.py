@@ -84,7 +84,7 @@ from ._skeleton import (
     resolve_init,
     write_entries,
 )
-from ._structure import Structure
+from ._structure import Structure, constant_dims
 
 _MOMENTUM = "gspace_momentum_buffer"
 
@@ -135,10 +135,10 @@ class _Engine:
         self.col_sizes = [int(c.numel()) for c in col_src]
         self.col_shapes = [tuple(c.shape) for c in col_src]
         self.col_dims = []
-        for i in self.col_slots:  # the dimensions along which a column's group is constant
+        for i in self.col_slots:
             src = st.slots[i].src
             assert src is not None
-            self.col_dims.append(tuple(d for d in range(src.dim()) if src.shape[d] == 1))
+            self.col_dims.append(constant_dims(src))
         self.root_slot = up.root_slot
         self.fixed_dst_ext = st.ext(fixed.dst)
         self.dist_levels = [torch.nonzero(st.distance == d).flatten()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import NonFiniteParameterError, UnsupportedOptimizerError
-from ..graph import Layer, RescalingGraph
+from ..graph import RescalingGraph
 
 # How each optimizer state entry transforms under theta' = D theta (SPEC section 5):
 # gradients and first moments by D^-1, second moments by D^-2, quantities in parameter
@@ -40,15 +40,6 @@ def flat_log_scales(graph: RescalingGraph, log_scales: torch.Tensor) -> torch.Te
     return u
 
 
-def _weight_layout(layer: Layer, shift: torch.Tensor) -> torch.Tensor:
-    """A lifting-layout tensor broadcastable to the weight, laid out like the parameter (a
-    transposed convolution's first two dimensions are spelled out first)."""
-    if layer.kind != "conv_transpose":
-        return shift
-    out, width = layer.lifting_shape[:2]
-    return layer.to_native(shift.expand(out, width, *shift.shape[2:]))
-
-
 def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
                          ) -> dict[str, torch.Tensor]:
     """``(B u)`` for every model parameter the rescaling touches, as tensors broadcastable to
@@ -67,11 +58,11 @@ def parameter_log_scales(graph: RescalingGraph, log_scales: torch.Tensor
         trailing = (1,) * (len(layer.weight_shape) - 2)
         cols = cols.reshape(*cols.shape, *trailing)
         if layer.batchnorm is None:
-            out[layer.weight_name] = _weight_layout(layer, rows.reshape(-1, 1, *trailing) - cols)
+            out[layer.weight_name] = layer.native_broadcast(rows.reshape(-1, 1, *trailing) - cols)
             if layer.bias_name is not None:
                 out[layer.bias_name] = rows
         else:
-            out[layer.weight_name] = _weight_layout(layer, -cols)
+            out[layer.weight_name] = layer.native_broadcast(-cols)
             if layer.batchnorm_affine:  # without affine parameters the units are never rescaled
                 out[f"{layer.batchnorm}.weight"] = rows
                 out[f"{layer.batchnorm}.bias"] = rows
