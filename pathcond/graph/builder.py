@@ -337,10 +337,8 @@ class _Builder:
         try:
             if isinstance(module, nn.Linear):
                 self.visit_linear(node, name, module)
-            elif isinstance(module, _CONV_MODULES):
+            elif isinstance(module, (*_CONV_MODULES, *_CONV_TRANSPOSE_MODULES)):
                 self.visit_conv(node, name, module)
-            elif isinstance(module, _CONV_TRANSPOSE_MODULES):
-                self.visit_conv_transpose(node, name, module)
             elif isinstance(module, nn.Upsample) and module.mode not in _NEAREST_MODES:
                 self.visit_interpolate(node, module, module.mode)
             elif isinstance(module, _COPY_MODULES):
@@ -501,67 +499,44 @@ class _Builder:
         self.new_layer(name, "linear", module, rows, labels.clone().unsqueeze(0), op)
 
     def visit_conv(self, node: fx.Node, name: str, module: nn.modules.conv._ConvNd) -> None:
+        """A convolution, or a transposed one (weight ``(in, out_per_group, *kernel)``):
+        either way input channel ``g * in_per_group + i`` meets output channel
+        ``g * out_per_group + j`` of the same group ``g``."""
+        transposed = isinstance(module, _CONV_TRANSPOSE_MODULES)
         if module.padding_mode != "zeros":
             raise _Skip(f"module '{name}' ({type(module).__name__}): padding_mode="
                         f"'{module.padding_mode}' is not supported (use 'zeros')")
         src = self.single_input(node)
-        channels = self.channel_labels(node, self.labels[self.node_op[src]], "a convolution")
+        labels = self.labels[self.node_op[src]]
+        channels = self.channel_labels(
+            node, labels, "a transposed convolution" if transposed else "a convolution")
         if channels is None:
             return
-        out_c, in_per_group = module.weight.shape[0], module.weight.shape[1]
-        if module.groups == 1:
+        groups = module.groups
+        out_c, in_per_group = module.out_channels, module.in_channels // groups
+        if groups == 1:
             cols = channels.unsqueeze(0)
         else:
-            per_out = out_c // module.groups
+            per_out = out_c // groups
             k = torch.arange(out_c).unsqueeze(1)
             j = torch.arange(in_per_group).unsqueeze(0)
             cols = channels[(k // per_out) * in_per_group + j]
         rows = self.uf.new(out_c)
         shape = self.shape_of(node)
         assert shape is not None
-        out_labels = rows.reshape(-1, *([1] * (len(shape) - 2))).expand(shape[1:]).clone()
-        op = self.add_op(node, "layer", [src], out_labels)
         dims = _spatial_dims(module)
-        args = {"stride": module.stride, "padding": module.padding,
-                "dilation": module.dilation, "groups": module.groups}
-        self.new_layer(name, "conv", module, rows, cols, op, conv_dims=dims, conv_args=args)
-
-    def visit_conv_transpose(self, node: fx.Node, name: str,
-                             module: nn.modules.conv._ConvTransposeNd) -> None:
-        """A transposed convolution: its weight ``(in, out_per_group, *kernel)`` maps input
-        channel ``g * in_per_group + i`` to output channel ``g * out_per_group + j``."""
-        if module.padding_mode != "zeros":
-            raise _Skip(f"module '{name}' ({type(module).__name__}): padding_mode="
-                        f"'{module.padding_mode}' is not supported (use 'zeros')")
-        src = self.single_input(node)
-        labels = self.labels[self.node_op[src]]
-        channels = self.channel_labels(node, labels, "a transposed convolution")
-        if channels is None:
-            return
-        in_c, out_per_group = module.weight.shape[0], module.weight.shape[1]
-        groups = module.groups
-        out_c, in_per_group = out_per_group * groups, in_c // groups
-        k = torch.arange(out_c).unsqueeze(1)
-        j = torch.arange(in_per_group).unsqueeze(0)
-        cols = channels.unsqueeze(0) if groups == 1 else channels[
-            (k // out_per_group) * in_per_group + j]
-        rows = self.uf.new(out_c)
-        shape = self.shape_of(node)
-        assert shape is not None
-        dims = _spatial_dims(module)
-        # the output size the call produced (forward's output_size may set output_padding)
-        padding = _tuple(module.padding, dims)
-        output_padding = tuple(
-            shape[2 + a] - ((labels.shape[1 + a] - 1) * module.stride[a] - 2 * padding[a]
-                            + module.dilation[a] * (module.kernel_size[a] - 1) + 1)
-            for a in range(dims))
         out_labels = rows.reshape(-1, *([1] * dims)).expand(shape[1:]).clone()
         op = self.add_op(node, "layer", [src], out_labels)
-        args = {"stride": module.stride, "padding": module.padding,
-                "output_padding": output_padding, "dilation": module.dilation,
-                "groups": groups}
-        self.new_layer(name, "conv_transpose", module, rows, cols, op, conv_dims=dims,
-                       conv_args=args)
+        args: dict[str, Any] = {"stride": module.stride, "padding": module.padding,
+                                "dilation": module.dilation, "groups": groups}
+        if transposed:  # the output size the call produced (forward's output_size sets it)
+            padding = _tuple(module.padding, dims)
+            args["output_padding"] = tuple(
+                shape[2 + a] - ((labels.shape[1 + a] - 1) * module.stride[a] - 2 * padding[a]
+                                + module.dilation[a] * (module.kernel_size[a] - 1) + 1)
+                for a in range(dims))
+        self.new_layer(name, "conv_transpose" if transposed else "conv", module, rows, cols,
+                       op, conv_dims=dims, conv_args=args)
 
     def static_value(self, value: Any) -> Any:
         """``value`` (an argument of a node) with every size read from a tensor in forward
@@ -720,7 +695,7 @@ class _Builder:
         moved = call(torch.arange(2 * n, dtype=torch.float64).reshape(2, *labels.shape))
         shape = self.shape_of(node)
         assert shape is not None
-        if not isinstance(moved, torch.Tensor) or tuple(moved.shape) != shape:
+        if tuple(moved.shape) != shape:
             raise _Skip(f"{_describe(node)}: could not follow it (its result on one sample's "
                         "positions has another shape than in the model)")
         first = moved[0]
@@ -918,15 +893,10 @@ class _Builder:
             return
         if not isinstance(src, fx.Node) or self.shape_of(src) is None:
             raise _Skip(f"{_describe(node)}: indexing a value that is not a tensor")
-        parts = list(_flatten_args(index))
-        parts += [b for p in parts if isinstance(p, slice) for b in (p.start, p.stop, p.step)]
-        if any(isinstance(i, fx.Node) and self.shape_of(i) is None for i in parts):
+        if any(isinstance(i, fx.Node) and self.shape_of(i) is None
+               for i in _flatten_args(index)):
             index = self.resolve_static(node, index, "indices")
-            parts = list(_flatten_args(index))
-        if any(isinstance(i, fx.Node) for i in parts):
-            raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
-                        "static indices (ints, slices, None, ..., lists of ints)")
-        if any(isinstance(i, torch.Tensor) for i in parts):
+        if any(isinstance(i, fx.Node | torch.Tensor) for i in _flatten_args(index)):
             raise _Skip(f"{_describe(node)}: indexing with a tensor is not supported; only "
                         "static indices (ints, slices, None, ..., lists of ints)")
         if not _keeps_batch(index, self.labels[self.node_op[src]].dim() + 1):
@@ -1142,24 +1112,19 @@ _BATCH = _BatchSize()
 
 def _depends_on_batch(value: Any) -> bool:
     """Whether ``value`` (nested lists, tuples, slices, dicts) holds the batch size."""
-    if value is _BATCH:
-        return True
-    if isinstance(value, list | tuple):
-        return any(_depends_on_batch(v) for v in value)
-    if isinstance(value, slice):
-        return any(_depends_on_batch(v) for v in (value.start, value.stop, value.step))
-    if isinstance(value, dict):
-        return any(_depends_on_batch(v) for v in value.values())
-    return False
+    return any(v is _BATCH for v in _flatten_args(value))
 
 
 def _flatten_args(value: Any) -> Iterator[Any]:
+    """The leaves of nested lists, tuples, dicts and slices (a slice's start, stop, step)."""
     if isinstance(value, list | tuple):
         for v in value:
             yield from _flatten_args(v)
     elif isinstance(value, dict):
         for v in value.values():
             yield from _flatten_args(v)
+    elif isinstance(value, slice):
+        yield from _flatten_args((value.start, value.stop, value.step))
     else:
         yield value
 
